@@ -1,0 +1,1 @@
+"""Clients of ClearPath Realtime: the Python SDK, the ``clearpath`` CLI and the simulator."""

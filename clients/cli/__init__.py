@@ -1,0 +1,1 @@
+"""The ``clearpath`` command line."""

@@ -1,0 +1,81 @@
+"""The in-memory broker: one node, history in bounded deques, no server needed."""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Sequence
+
+from clearpath.realtime.v1 import events_pb2 as pb
+from core.broker.base import Broker, EventHandler, HistoryResult
+from core.errors import Unavailable
+
+__all__ = ["MemoryBroker"]
+
+
+class _Stream:
+    __slots__ = ("epoch", "history", "offset")
+
+    def __init__(self, history_size: int) -> None:
+        self.epoch = uuid.uuid4().hex[:12]
+        self.offset = 0
+        self.history: deque[pb.Event] = deque(maxlen=history_size)
+
+
+class MemoryBroker(Broker):
+    """Keeps the last ``history_size`` events of each topic in memory.
+
+    Each topic's epoch is new with each broker, so positions from before a
+    restart are reported as not recovered.
+    """
+
+    def __init__(self, *, history_size: int) -> None:
+        if history_size < 1:
+            raise ValueError("history_size must be at least 1")
+        self._history_size = history_size
+        self._streams: dict[int, _Stream] = {}
+        self._handler: EventHandler | None = None
+
+    def _stream(self, topic: int) -> _Stream:
+        stream = self._streams.get(topic)
+        if stream is None:
+            stream = self._streams[topic] = _Stream(self._history_size)
+        return stream
+
+    async def start(self, handler: EventHandler) -> None:
+        self._handler = handler
+
+    async def publish(self, events: Sequence[pb.Event]) -> list[pb.StreamPosition]:
+        handler = self._handler
+        if handler is None:
+            raise Unavailable("broker is not running")
+        positions = []
+        for event in events:
+            stream = self._stream(event.topic)
+            stream.offset += 1
+            event.position.offset = stream.offset
+            event.position.epoch = stream.epoch
+            stream.history.append(event)
+            positions.append(event.position)
+        # Deliver after every position is set: no await between, so the order
+        # subscribers see is the order of the offsets.
+        for event in events:
+            handler(event)
+        return positions
+
+    async def history(self, topic: int, since: pb.StreamPosition | None) -> HistoryResult:
+        stream = self._stream(topic)
+        latest = pb.StreamPosition(offset=stream.offset, epoch=stream.epoch)
+        if since is None:
+            return HistoryResult(position=latest, recovered=True)
+        kept = list(stream.history)
+        if since.epoch != stream.epoch:
+            return HistoryResult(position=latest, recovered=False, events=kept)
+        if since.offset > stream.offset:
+            return HistoryResult(position=latest, recovered=False)
+        oldest = kept[0].position.offset if kept else stream.offset + 1
+        events = [e for e in kept if e.position.offset > since.offset]
+        return HistoryResult(position=latest, recovered=since.offset >= oldest - 1, events=events)
+
+    async def close(self) -> None:
+        self._handler = None

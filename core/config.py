@@ -1,0 +1,30 @@
+"""Core configuration: command-line flags and ``CLEARPATH_CORE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["CoreSettings"]
+
+
+class CoreSettings(BaseSettings):
+    """Settings of one core node. Every field is also ``CLEARPATH_CORE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CLEARPATH_CORE_", extra="forbid")
+
+    host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 for every interface")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one")
+    broker_url: str = Field("memory://", description="memory:// or redis://host:port/db")
+    history_size: int = Field(10_000, ge=1, description="events kept per topic for resume")
+    queue_size: int = Field(4096, ge=1, description="events queued per subscriber before overflow")
+    heartbeat_interval: float = Field(15.0, gt=0, description="seconds of idle before a heartbeat")
+    max_batch: int = Field(1000, ge=1, description="events per Publish call")
+    max_event_bytes: int = Field(64 * 1024, ge=256, description="bytes per event")
+    max_message_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="bytes per gRPC message (larger: RESOURCE_EXHAUSTED)"
+    )
+    max_subscribers: int = Field(10_000, ge=1, description="concurrent Subscribe streams")
+    shutdown_grace: float = Field(5.0, ge=0, description="seconds streams get to end on stop")
+    keepalive_time: float = Field(20.0, gt=0, description="seconds between keepalive pings")
+    keepalive_timeout: float = Field(10.0, gt=0, description="seconds to wait for a ping ack")

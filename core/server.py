@@ -1,0 +1,113 @@
+"""Building and running a core node: ``create_server`` and :class:`CoreNode`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from clearpath.realtime.v1 import events_pb2 as pb
+from clearpath.realtime.v1 import service_pb2 as spb
+from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
+from core.broker import Broker, create_broker
+from core.config import CoreSettings
+from core.hub import Hub
+from core.service import RealtimeService, topic_of
+
+__all__ = ["SERVICE_NAME", "CoreNode", "create_server", "serve"]
+
+log = logging.getLogger("clearpath.core")
+
+SERVICE_NAME: str = spb.DESCRIPTOR.services_by_name["RealtimeService"].full_name
+
+
+def server_options(settings: CoreSettings) -> list[tuple[str, int]]:
+    """Channel options: message size limits, and keepalive that finds dead peers."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def create_server(
+    settings: CoreSettings, service: RealtimeService
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """A gRPC server with the service, health checking and reflection, bound to
+    ``settings.host:settings.port`` but not started; returns it, the bound port
+    (useful with port 0) and its health servicer."""
+    server = grpc.aio.server(options=server_options(settings))
+    sgrpc.add_RealtimeServiceServicer_to_server(service, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    return server, port, health_servicer
+
+
+class CoreNode:
+    """One running core: broker, hub, service and gRPC server, started and stopped together."""
+
+    def __init__(self, settings: CoreSettings, broker: Broker | None = None) -> None:
+        self.settings = settings
+        self.broker = broker or create_broker(
+            settings.broker_url, history_size=settings.history_size
+        )
+        self.hub: Hub[pb.Event] = Hub(topic_of)
+        self.service = RealtimeService(settings, self.broker, self.hub)
+        self.server, self.port, self._health = create_server(settings, self.service)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` a client on this machine can dial."""
+        host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "::", "") else self.settings.host
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Connect the broker and start serving."""
+        await self.broker.start(self.hub.dispatch)
+        await self.server.start()
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("core listening on %s (broker %s)", self.address, self.settings.broker_url)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting calls, end open streams with UNAVAILABLE, and close the broker
+        within ``grace`` seconds (the settings' shutdown_grace by default)."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        await self._health.enter_graceful_shutdown()
+        self.service.close_streams()
+        await self.server.stop(grace)
+        await self.broker.close()
+        log.info("core stopped")
+
+
+async def serve(settings: CoreSettings) -> None:
+    """Run a core until SIGINT or SIGTERM, then shut down gracefully."""
+    node = CoreNode(settings)
+    await node.start()
+    await wait_for_signal()
+    await node.stop()
+
+
+async def wait_for_signal() -> None:
+    """Return when the process gets SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

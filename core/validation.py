@@ -1,0 +1,149 @@
+"""Checks a Publish request before anything of it is fanned out.
+
+Every rule is here, in one table per event type, so the error a publisher sees
+and the rule that produced it are read in one place. Errors are
+:class:`~core.errors.InvalidArgument` naming the field as ``events[i].type.field``.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from clearpath.realtime.v1 import events_pb2 as pb
+from core.codec import enum_names
+from core.errors import InvalidArgument
+from core.topics import PAYLOAD_TOPIC, TOPIC_NAMES
+
+__all__ = ["Limits", "prepare_events"]
+
+# Timestamp's valid range, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one Publish may carry."""
+
+    max_batch: int = 1000
+    max_event_bytes: int = 64 * 1024
+    max_string_chars: int = 4096
+    max_id_chars: int = 128
+
+
+# Per event type: fields that must be non-empty (any one of a tuple suffices),
+# and numeric ranges (inclusive).
+_REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
+    "package_update": (("package_id", "tracking_number"), ("status",)),
+    "anomaly_detected": (("package_id",), ("anomaly_type",), ("severity",)),
+    "dashboard_metrics": (),
+    "notification": (("title", "message"),),
+    "map_update": (("package_id", "vehicle_id"),),
+    "agent_activity": (("agent_id",), ("action",)),
+    "system_health": (("component",), ("status",)),
+}
+_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "anomaly_detected": {"confidence_score": (0.0, 1.0)},
+    "dashboard_metrics": {"recovery_rate": (0.0, 1.0), "avg_delivery_time": (0.0, math.inf)},
+    "map_update": {
+        "latitude": (-90.0, 90.0),
+        "longitude": (-180.0, 180.0),
+        "heading": (0.0, 360.0),
+        "speed_kmh": (0.0, math.inf),
+    },
+    "system_health": {
+        "cpu_percent": (0.0, 100.0),
+        "memory_percent": (0.0, 100.0),
+        "latency_ms": (0.0, math.inf),
+        "error_rate": (0.0, math.inf),
+    },
+}
+
+
+def prepare_events(events: Sequence[pb.Event], limits: Limits) -> list[pb.Event]:
+    """Validate a batch and return copies ready to publish, or raise InvalidArgument.
+
+    A ready event has its payload checked, its topic set from the payload (a
+    given topic must match it), an id (a new UUID when empty) and a timestamp
+    (now when absent); any position given is cleared. Nothing is returned
+    unless every event passes, so a batch is published whole or not at all.
+    """
+    if not events:
+        raise InvalidArgument("events: at least one event is required")
+    if len(events) > limits.max_batch:
+        raise InvalidArgument(
+            f"events: {len(events)} events in one call; at most {limits.max_batch}"
+        )
+    ready = []
+    for i, event in enumerate(events):
+        ready.append(_prepare(event, f"events[{i}]", limits))
+    return ready
+
+
+def _prepare(event: pb.Event, where: str, limits: Limits) -> pb.Event:
+    size = event.ByteSize()
+    if size > limits.max_event_bytes:
+        raise InvalidArgument(
+            f"{where}: event is {size} bytes; at most {limits.max_event_bytes} bytes"
+        )
+    kind = event.WhichOneof("payload")
+    if kind is None:
+        raise InvalidArgument(f"{where}: no payload; set one of {', '.join(PAYLOAD_TOPIC)}")
+    topic = PAYLOAD_TOPIC[kind]
+    if event.topic not in (pb.TOPIC_UNSPECIFIED, topic):
+        given = TOPIC_NAMES.get(event.topic, str(event.topic))
+        raise InvalidArgument(
+            f"{where}.topic: a {kind} payload belongs to {TOPIC_NAMES[topic]}, not {given}"
+        )
+    if len(event.id) > limits.max_id_chars:
+        raise InvalidArgument(f"{where}.id: at most {limits.max_id_chars} characters")
+    if event.HasField("timestamp"):
+        _check_timestamp(event.timestamp.seconds, f"{where}.timestamp")
+    payload = getattr(event, kind)
+    _check_payload(kind, payload, f"{where}.{kind}", limits)
+
+    ready = pb.Event()
+    ready.CopyFrom(event)
+    ready.topic = topic  # type: ignore[assignment]
+    ready.ClearField("position")
+    if not ready.id:
+        ready.id = uuid.uuid4().hex
+    if not ready.HasField("timestamp"):
+        ready.timestamp.GetCurrentTime()
+    return ready
+
+
+def _check_payload(kind: str, payload: Message, where: str, limits: Limits) -> None:
+    for field in payload.DESCRIPTOR.fields:
+        value = getattr(payload, field.name)
+        at = f"{where}.{field.name}"
+        if field.enum_type is not None:
+            names = enum_names(field.enum_type)
+            if value not in names:
+                allowed = ", ".join(n for k, n in names.items() if k)
+                raise InvalidArgument(f"{at}: unknown value {value}; one of: {allowed}")
+        elif field.cpp_type == FieldDescriptor.CPPTYPE_STRING:
+            if len(value) > limits.max_string_chars:
+                raise InvalidArgument(f"{at}: at most {limits.max_string_chars} characters")
+        elif field.cpp_type == FieldDescriptor.CPPTYPE_DOUBLE:
+            if not math.isfinite(value):
+                raise InvalidArgument(f"{at}: must be a finite number")
+        elif field.message_type is not None and payload.HasField(field.name):
+            _check_timestamp(value.seconds, at)
+    for low, high, name in ((lo, hi, n) for n, (lo, hi) in _RANGES.get(kind, {}).items()):
+        value = getattr(payload, name)
+        if not low <= value <= high:
+            raise InvalidArgument(f"{where}.{name}: {value} is out of range [{low}, {high}]")
+    for alternatives in _REQUIRED[kind]:
+        if not any(getattr(payload, name) for name in alternatives):
+            raise InvalidArgument(f"{where}.{' or '.join(alternatives)}: required")
+
+
+def _check_timestamp(seconds: int, where: str) -> None:
+    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+        raise InvalidArgument(f"{where}: outside 0001-01-01 .. 9999-12-31")
