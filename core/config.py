@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["CoreSettings"]
@@ -28,3 +28,13 @@ class CoreSettings(BaseSettings):
     shutdown_grace: float = Field(5.0, ge=0, description="seconds streams get to end on stop")
     keepalive_time: float = Field(20.0, gt=0, description="seconds between keepalive pings")
     keepalive_timeout: float = Field(10.0, gt=0, description="seconds to wait for a ping ack")
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> CoreSettings:
+        # One Publish fans a whole batch out at once: a smaller queue would
+        # overflow every subscriber on a full batch.
+        if self.queue_size < self.max_batch:
+            raise ValueError(
+                f"queue_size ({self.queue_size}) must be at least max_batch ({self.max_batch})"
+            )
+        return self

@@ -1,0 +1,46 @@
+"""Shared fixtures: real servers on loopback ports, real clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
+from core.config import CoreSettings
+from core.server import CoreNode
+
+StartCore = Callable[..., Awaitable[CoreNode]]
+
+
+@pytest.fixture
+async def start_core() -> AsyncIterator[StartCore]:
+    """Start real core nodes on free loopback ports; all are stopped at teardown."""
+    nodes: list[CoreNode] = []
+
+    async def start(**overrides: Any) -> CoreNode:
+        broker = overrides.pop("broker", None)
+        settings = CoreSettings(**{"port": 0, "shutdown_grace": 0.5, **overrides})
+        node = CoreNode(settings, broker=broker)
+        await node.start()
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        await node.stop(0)
+
+
+@pytest.fixture
+async def core(start_core: StartCore) -> CoreNode:
+    """One core on the embedded default with a small queue and fast heartbeats."""
+    return await start_core(queue_size=64, max_batch=64, heartbeat_interval=0.5, history_size=100)
+
+
+@pytest.fixture
+async def stub(core: CoreNode) -> AsyncIterator[sgrpc.RealtimeServiceAsyncStub]:
+    """A real gRPC client of ``core``."""
+    async with grpc.aio.insecure_channel(core.address) as channel:
+        yield sgrpc.RealtimeServiceStub(channel)
