@@ -1,0 +1,19 @@
+/** The public surface of `@clearpath/web`: the client, the hook, the frame types. */
+export { RealtimeClient, CLIENT_GAVE_UP } from './client';
+export type {
+  ClientStats,
+  ConnectionState,
+  ConnectionStatus,
+  RealtimeClientOptions,
+  Timers,
+  WebSocketFactory,
+  WebSocketLike,
+} from './client';
+export { DEFAULT_BACKOFF, backoffDelay, baseDelay, delayBounds, resolveBackoff } from './backoff';
+export type { BackoffOptions, ResolvedBackoff } from './backoff';
+export { ClientRegistry, defaultRegistry } from './registry';
+export type { ClientLease, ClientRegistryOptions, SharedClientOptions } from './registry';
+export { RealtimeProvider, useWebSocket } from './react';
+export type { UseWebSocketOptions, UseWebSocketResult } from './react';
+export { DEFAULT_ENDPOINT, endpointFromPage, resolveEndpoint } from './endpoint';
+export * from './frames';

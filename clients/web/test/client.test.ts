@@ -1,0 +1,428 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { CLIENT_GAVE_UP, RealtimeClient, type ConnectionState, type RealtimeClientOptions } from '../src/client';
+import type { ServerFrame } from '../src/frames';
+import { event, fakeSockets, subscribed, welcome } from './fakes';
+
+const URL = 'ws://bridge.test/ws/connect';
+
+function setup(options: Partial<RealtimeClientOptions> = {}) {
+  const fake = fakeSockets();
+  const client = new RealtimeClient({
+    url: URL,
+    webSocketFactory: fake.factory,
+    random: () => 0.5,
+    backoff: { initialMs: 100, maxMs: 10_000, factor: 2, jitter: 0.5 },
+    onListenerError: () => {},
+    ...options,
+  });
+  const frames: ServerFrame[] = [];
+  const states: ConnectionState[] = [];
+  client.onFrame((f) => frames.push(f));
+  client.onStatus((s) => states.push(s.state));
+  const events = () => frames.filter((f) => f.type === 'package_update' || f.type === 'anomaly_detected');
+  const offsets = () => events().map((f) => ('position' in f && f.position ? f.position.offset : -1));
+  return { client, fake, frames, states, events, offsets };
+}
+
+beforeEach(() => {
+  vi.useFakeTimers();
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('connection states', () => {
+  it('goes idle -> connecting -> connected and subscribes its topics on open', () => {
+    const { client, fake, states } = setup({ topics: ['package_updates', 'anomalies'] });
+    expect(client.state).toBe('idle');
+    client.connect();
+    expect(client.state).toBe('connecting');
+    expect(fake.last().url).toBe(URL);
+    fake.last().open();
+    expect(client.state).toBe('connected');
+    expect(client.isConnected).toBe(true);
+    expect(states).toEqual(['connecting', 'connected']);
+    expect(fake.last().subscribes()).toEqual([
+      { topic: 'package_updates', since: undefined },
+      { topic: 'anomalies', since: undefined },
+    ]);
+  });
+
+  it('subscribes and unsubscribes on the open socket, once per topic', () => {
+    const { client, fake } = setup();
+    client.connect();
+    fake.last().open();
+    client.subscribe('map_updates');
+    client.subscribe('map_updates');
+    client.unsubscribe('map_updates');
+    client.unsubscribe('map_updates');
+    expect(fake.last().messages()).toEqual([
+      { type: 'subscribe', data: { subscription_type: 'map_updates' } },
+      { type: 'unsubscribe', data: { subscription_type: 'map_updates' } },
+    ]);
+    expect(client.subscriptions).toEqual([]);
+    expect(() => client.subscribe('nope' as never)).toThrow(TypeError);
+  });
+
+  it('ends in closed with code 1000 on close() and does not reconnect', () => {
+    const { client, fake } = setup();
+    client.connect();
+    fake.last().open();
+    client.close();
+    expect(client.state).toBe('closed');
+    expect(fake.last().closedWith?.code).toBe(1000);
+    vi.advanceTimersByTime(60_000);
+    expect(fake.sockets).toHaveLength(1);
+    expect(client.send({ type: 'ping', data: {} })).toBe(false);
+  });
+
+  it('fails without reconnecting on a terminal close code (1009)', () => {
+    const { client, fake } = setup();
+    client.connect();
+    fake.last().open();
+    fake.last().serverClose(1009, 'message too big');
+    expect(client.state).toBe('failed');
+    expect(client.status.lastError).toContain('1009');
+    expect(client.status.lastCloseCode).toBe(1009);
+    vi.advanceTimersByTime(60_000);
+    expect(fake.sockets).toHaveLength(1);
+  });
+
+  it('gives up on a socket that does not open in time', () => {
+    const { client, fake } = setup({ connectTimeoutMs: 1_000 });
+    client.connect();
+    vi.advanceTimersByTime(1_000);
+    expect(fake.sockets[0]?.closedWith?.code).toBe(CLIENT_GAVE_UP);
+    expect(client.state).toBe('reconnecting');
+    expect(client.status.lastError).toContain('no connection within 1000 ms');
+  });
+
+  it('can connect again after failed', () => {
+    const { client, fake } = setup({ maxReconnectAttempts: 0 });
+    client.connect();
+    fake.last().serverClose(1006);
+    expect(client.state).toBe('failed');
+    client.connect();
+    expect(client.state).toBe('connecting');
+    fake.last().open();
+    expect(client.state).toBe('connected');
+  });
+});
+
+describe('reconnection', () => {
+  it('retries with growing delays, at most 5 times, then fails', () => {
+    const { client, fake } = setup();
+    client.connect();
+    fake.last().open();
+    fake.last().receive(welcome());
+    fake.last().serverClose(1001, 'going away');
+    // random() = 0.5 puts each delay at its base: 100, 200, 400, 800, 1600 ms.
+    const expected = [100, 200, 400, 800, 1600];
+    for (const [i, delay] of expected.entries()) {
+      expect(client.state).toBe('reconnecting');
+      expect(client.status.attempt).toBe(i + 1);
+      expect(client.status.maxAttempts).toBe(5);
+      expect(client.status.retryDelayMs).toBe(delay);
+      vi.advanceTimersByTime(delay - 1);
+      expect(fake.sockets).toHaveLength(i + 1);
+      vi.advanceTimersByTime(1);
+      expect(fake.sockets).toHaveLength(i + 2);
+      fake.last().serverClose(1006);
+    }
+    expect(client.state).toBe('failed');
+    expect(client.status.lastError).toMatch(/gave up after 5 reconnection attempts/);
+    vi.advanceTimersByTime(120_000);
+    expect(fake.sockets).toHaveLength(6);
+  });
+
+  it('honours a configured attempt limit', () => {
+    const { client, fake } = setup({ maxReconnectAttempts: 2 });
+    client.connect();
+    fake.last().serverClose(1006);
+    vi.runAllTimers();
+    fake.last().serverClose(1006);
+    vi.runAllTimers();
+    fake.last().serverClose(1006);
+    expect(client.state).toBe('failed');
+    expect(fake.sockets).toHaveLength(3);
+  });
+
+  it('starts counting attempts anew once a connection worked', () => {
+    const { client, fake } = setup();
+    client.connect();
+    fake.last().serverClose(1006);
+    vi.runOnlyPendingTimers();
+    fake.last().serverClose(1006);
+    expect(client.status.attempt).toBe(2);
+    vi.runOnlyPendingTimers();
+    fake.last().open();
+    fake.last().receive(welcome());
+    expect(client.stats.reconnects).toBe(1);
+    fake.last().serverClose(1013, 'try again later');
+    expect(client.status.attempt).toBe(1);
+    expect(client.status.retryDelayMs).toBe(100);
+  });
+
+  it('reconnects after 1008 and 1001 closes from the server', () => {
+    for (const code of [1008, 1001, 1000]) {
+      const { client, fake } = setup();
+      client.connect();
+      fake.last().open();
+      fake.last().serverClose(code);
+      expect(client.state).toBe('reconnecting');
+      vi.runOnlyPendingTimers();
+      expect(fake.sockets).toHaveLength(2);
+    }
+  });
+
+  it('counts a socket that cannot even be made as a failed attempt', () => {
+    let calls = 0;
+    const client = new RealtimeClient({
+      url: 'not a url',
+      webSocketFactory: () => {
+        calls += 1;
+        throw new SyntaxError('bad url');
+      },
+      maxReconnectAttempts: 1,
+    });
+    client.connect();
+    expect(client.state).toBe('reconnecting');
+    vi.runAllTimers();
+    expect(client.state).toBe('failed');
+    expect(calls).toBe(2);
+    expect(client.status.lastError).toContain('bad url');
+  });
+});
+
+describe('keepalive', () => {
+  it('pings every interval and keeps the connection while pongs come back', () => {
+    const { client, fake } = setup({ pingIntervalMs: 1_000, pongTimeoutMs: 500 });
+    client.connect();
+    const socket = fake.last();
+    socket.open();
+    for (let i = 1; i <= 3; i++) {
+      vi.advanceTimersByTime(1_000);
+      expect(socket.messages().filter((m) => m.type === 'ping')).toHaveLength(i);
+      expect(socket.messages().at(-1)).toEqual({ type: 'ping', data: {} });
+      socket.receive({ type: 'pong', data: {}, timestamp: '2024-01-15T10:30:00Z' });
+    }
+    expect(client.state).toBe('connected');
+  });
+
+  it('treats a missing pong as a dead connection', () => {
+    const { client, fake } = setup({ pingIntervalMs: 1_000, pongTimeoutMs: 500 });
+    client.connect();
+    const socket = fake.last();
+    socket.open();
+    vi.advanceTimersByTime(1_499);
+    expect(client.state).toBe('connected');
+    vi.advanceTimersByTime(1);
+    expect(client.state).toBe('reconnecting');
+    expect(socket.closedWith?.code).toBe(CLIENT_GAVE_UP);
+    expect(client.status.lastError).toContain('no pong');
+  });
+
+  it("takes the ping interval from the bridge's welcome unless one was configured", () => {
+    const { client, fake } = setup();
+    client.connect();
+    const socket = fake.last();
+    socket.open();
+    socket.receive(welcome([], 2));
+    vi.advanceTimersByTime(2_000);
+    expect(socket.messages().filter((m) => m.type === 'ping')).toHaveLength(1);
+    expect(client.status.connectionId).toBe('conn-1');
+  });
+});
+
+describe('frames', () => {
+  it('delivers each element of a batched array as a frame, by type', () => {
+    const { client, fake, frames } = setup();
+    const anomalies: ServerFrame[] = [];
+    client.on('anomaly_detected', (f) => anomalies.push(f));
+    client.connect();
+    fake.last().open();
+    fake.last().receive([event('package_update', 1), event('anomaly_detected', 1), event('package_update', 2)]);
+    expect(frames.map((f) => f.type)).toEqual(['package_update', 'anomaly_detected', 'package_update']);
+    expect(anomalies).toHaveLength(1);
+    expect(anomalies[0]?.type === 'anomaly_detected' && anomalies[0].data.severity).toBe('high');
+  });
+
+  it('delivers error frames to listeners and never throws', () => {
+    const { client, fake, frames } = setup();
+    const errors: string[] = [];
+    client.on('error', (f) => errors.push(f.data.code));
+    client.connect();
+    const socket = fake.last();
+    socket.open();
+    expect(() => {
+      socket.receive({ type: 'error', data: { code: 'rate_limited', message: 'slow down' }, timestamp: 'x' });
+      socket.receive('{not json');
+      socket.receive([42, { type: 'pong' }]);
+      socket.onmessage?.({ data: new ArrayBuffer(2) });
+      socket.receive({ type: 'from_the_future', data: {} });
+    }).not.toThrow();
+    expect(errors).toEqual([
+      'rate_limited',
+      'client_invalid_json',
+      'client_invalid_frame',
+      'client_invalid_frame',
+      'client_invalid_frame',
+    ]);
+    expect(frames).toHaveLength(5);
+    expect(client.stats.unknownFramesIgnored).toBe(1);
+    expect(client.state).toBe('connected');
+  });
+
+  it('reports a throwing listener and still calls the others', () => {
+    const reported: unknown[] = [];
+    const { client, fake, frames } = setup({ onListenerError: (e) => reported.push(e) });
+    client.onFrame(() => {
+      throw new Error('app bug');
+    });
+    client.connect();
+    fake.last().open();
+    expect(() => fake.last().receive(event('package_update', 1))).not.toThrow();
+    expect(reported).toHaveLength(1);
+    expect(frames).toHaveLength(1);
+  });
+
+  it('drops an event whose position was already seen, accepts a new epoch', () => {
+    const { client, fake, offsets } = setup();
+    client.connect();
+    fake.last().open();
+    fake.last().receive([event('package_update', 1), event('package_update', 2), event('package_update', 2)]);
+    fake.last().receive(event('package_update', 1));
+    fake.last().receive(event('package_update', 3));
+    fake.last().receive(event('package_update', 1, 'e2'));
+    expect(offsets()).toEqual([1, 2, 3, 1]);
+    expect(client.stats.duplicatesDropped).toBe(2);
+    expect(client.positionOf('package_updates')).toEqual({ offset: 1, epoch: 'e2' });
+    // Positions are kept per topic.
+    fake.last().receive(event('anomaly_detected', 1));
+    expect(offsets()).toEqual([1, 2, 3, 1, 1]);
+  });
+});
+
+describe('resume after reconnect', () => {
+  function connectedWithEvents(topics: RealtimeClientOptions['topics'] = ['package_updates']) {
+    const ctx = setup({ topics });
+    ctx.client.connect();
+    ctx.fake.last().open();
+    ctx.fake.last().receive(subscribed('package_updates', { offset: 0, epoch: 'e1' }));
+    ctx.fake.last().receive([event('package_update', 1), event('package_update', 2), event('package_update', 3)]);
+    ctx.fake.last().serverClose(1006);
+    vi.runOnlyPendingTimers();
+    ctx.fake.last().open();
+    return ctx;
+  }
+
+  it('subscribes every topic again with the last position seen', () => {
+    const { fake } = connectedWithEvents(['package_updates', 'anomalies']);
+    expect(fake.last().subscribes()).toEqual([
+      { topic: 'package_updates', since: { offset: 3, epoch: 'e1' } },
+      // Nothing seen on anomalies: resumed from the position its `subscribed` frame did not give.
+      { topic: 'anomalies', since: undefined },
+    ]);
+  });
+
+  it('delivers the replay, then live events, each once', () => {
+    const { fake, offsets, client } = connectedWithEvents();
+    const s = fake.last();
+    s.receive(subscribed('package_updates', { offset: 5, epoch: 'e1' }));
+    s.receive([event('package_update', 3), event('package_update', 4), event('package_update', 5)]);
+    s.receive(event('package_update', 5));
+    s.receive(event('package_update', 6));
+    expect(offsets()).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(client.stats.duplicatesDropped).toBe(2);
+  });
+
+  it('keeps order when an auto-subscribing endpoint sends live events before the replay', () => {
+    const { fake, offsets } = connectedWithEvents();
+    const s = fake.last();
+    s.receive(welcome(['package_updates']));
+    s.receive([event('package_update', 6), event('package_update', 7)]);
+    s.receive(subscribed('package_updates', { offset: 7, epoch: 'e1' }));
+    expect(offsets()).toEqual([1, 2, 3]);
+    s.receive([4, 5, 6, 7].map((o) => event('package_update', o)));
+    s.receive(event('package_update', 8));
+    expect(offsets()).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+  });
+
+  it('keeps order when the replay comes before the subscribed frame', () => {
+    const { fake, offsets } = connectedWithEvents();
+    const s = fake.last();
+    s.receive([event('package_update', 6), event('package_update', 4), event('package_update', 5), event('package_update', 6)]);
+    s.receive(subscribed('package_updates', { offset: 6, epoch: 'e1' }));
+    s.receive(event('package_update', 7));
+    expect(offsets()).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  });
+
+  it('delivers at once when nothing was missed', () => {
+    const { fake, offsets } = connectedWithEvents();
+    const s = fake.last();
+    s.receive(subscribed('package_updates', { offset: 3, epoch: 'e1' }));
+    s.receive(event('package_update', 4));
+    expect(offsets()).toEqual([1, 2, 3, 4]);
+  });
+
+  it('starts over in a new epoch when the history was lost', () => {
+    const { fake, offsets, frames } = connectedWithEvents();
+    const s = fake.last();
+    s.receive(subscribed('package_updates', { offset: 2, epoch: 'e2' }, false));
+    s.receive([event('package_update', 1, 'e2'), event('package_update', 2, 'e2')]);
+    expect(offsets()).toEqual([1, 2, 3, 1, 2]);
+    const sub = frames.find((f) => f.type === 'subscribed' && !f.data.recovered);
+    expect(sub).toBeDefined();
+  });
+
+  it('delivers what it held if the replay never catches up', () => {
+    const { fake, offsets } = connectedWithEvents();
+    const s = fake.last();
+    s.receive(subscribed('package_updates', { offset: 9, epoch: 'e1' }));
+    s.receive(event('package_update', 4));
+    expect(offsets()).toEqual([1, 2, 3]);
+    vi.advanceTimersByTime(5_000);
+    expect(offsets()).toEqual([1, 2, 3, 4]);
+    s.receive(event('package_update', 10));
+    expect(offsets()).toEqual([1, 2, 3, 4, 10]);
+  });
+
+  it('resumes from the position given at construction', () => {
+    const { client, fake } = setup({
+      topics: ['anomalies'],
+      positions: { anomalies: { offset: 41, epoch: 'e9' } },
+    });
+    client.connect();
+    fake.last().open();
+    expect(fake.last().subscribes()).toEqual([{ topic: 'anomalies', since: { offset: 41, epoch: 'e9' } }]);
+  });
+
+  it("resumes a topic from its subscribed position when no event was seen on it", () => {
+    const { client, fake } = setup({ topics: ['anomalies'] });
+    client.connect();
+    fake.last().open();
+    fake.last().receive(subscribed('anomalies', { offset: 12, epoch: 'abc' }));
+    fake.last().serverClose(1006);
+    vi.runOnlyPendingTimers();
+    fake.last().open();
+    expect(fake.last().subscribes()).toEqual([{ topic: 'anomalies', since: { offset: 12, epoch: 'abc' } }]);
+  });
+
+  it('resubscribes the topics an endpoint subscribed on its own, and undoes the ones the app dropped', () => {
+    const { client, fake } = setup();
+    client.connect();
+    fake.last().open();
+    fake.last().receive(welcome(['dashboard_metrics', 'notifications']));
+    expect(client.subscriptions).toEqual(['dashboard_metrics', 'notifications']);
+    fake.last().receive(event('dashboard_metrics', 7));
+    client.unsubscribe('notifications');
+    fake.last().serverClose(1001);
+    vi.runOnlyPendingTimers();
+    const s = fake.last();
+    s.open();
+    expect(s.subscribes()).toEqual([{ topic: 'dashboard_metrics', since: { offset: 7, epoch: 'e1' } }]);
+    s.receive(welcome(['dashboard_metrics', 'notifications']));
+    expect(s.messages().at(-1)).toEqual({ type: 'unsubscribe', data: { subscription_type: 'notifications' } });
+    expect(client.subscriptions).toEqual(['dashboard_metrics']);
+  });
+});

@@ -1,0 +1,129 @@
+/**
+ * The TypeScript frame types against the protos: field names and order,
+ * JSON kinds, enum values, and which event type travels on which topic.
+ * A change to events.proto that the types do not follow fails here.
+ */
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import protobuf from 'protobufjs';
+import { describe, expect, it } from 'vitest';
+import {
+  ENUMS,
+  EVENT_TOPICS,
+  EVENT_TYPES,
+  PAYLOAD_SCHEMAS,
+  TOPICS,
+  decodeMessage,
+  type EventPayloads,
+  type FieldKind,
+} from '../src/frames';
+import { SAMPLE } from './fakes';
+
+const PROTO_DIR = fileURLToPath(new URL('../../../protos/clearpath/realtime/v1/', import.meta.url));
+const PACKAGE = 'clearpath.realtime.v1';
+const source = readFileSync(`${PROTO_DIR}events.proto`, 'utf8');
+const root = protobuf.parse(source, { keepCase: true }).root;
+
+const NUMBER_TYPES = new Set(['double', 'float', 'int32', 'int64', 'uint32', 'uint64', 'sint32', 'sint64', 'fixed32', 'fixed64', 'sfixed32', 'sfixed64']);
+
+/** How the bridge renders a proto field in JSON. */
+function jsonKind(field: protobuf.Field): FieldKind | string {
+  if (field.type === 'string') return 'string';
+  if (field.type === 'bool') return 'bool';
+  if (NUMBER_TYPES.has(field.type)) return 'number';
+  if (field.type === 'google.protobuf.Timestamp') return 'timestamp';
+  const enumType = root.lookup(field.type);
+  if (enumType instanceof protobuf.Enum) return { enum: enumType.name as keyof typeof ENUMS };
+  return `unsupported:${field.type}`;
+}
+
+/** PACKAGE_STATUS_IN_TRANSIT -> in_transit (prefix from the enum name). */
+function jsonEnumValues(e: protobuf.Enum): string[] {
+  const prefix = `${e.name.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()}_`;
+  return Object.entries(e.values)
+    .sort((a, b) => a[1] - b[1])
+    .map(([name]) => {
+      expect(name.startsWith(prefix), `${name} has prefix ${prefix}`).toBe(true);
+      return name.slice(prefix.length).toLowerCase();
+    });
+}
+
+describe('frame types match events.proto', () => {
+  it('has one payload schema per message of the Event payload oneof, named like its oneof field', () => {
+    const eventMsg = root.lookupType(`${PACKAGE}.Event`);
+    const oneof = eventMsg.oneofs['payload'];
+    expect(oneof).toBeDefined();
+    const fields = oneof!.fieldsArray;
+    expect(fields.map((f) => f.name).sort()).toEqual([...EVENT_TYPES].sort());
+    for (const f of fields) {
+      expect(PAYLOAD_SCHEMAS[f.name as keyof typeof PAYLOAD_SCHEMAS].message).toBe(f.type);
+    }
+  });
+
+  for (const type of EVENT_TYPES) {
+    it(`${type}: same fields, in proto order, with matching JSON kinds`, () => {
+      const schema = PAYLOAD_SCHEMAS[type];
+      const message = root.lookupType(`${PACKAGE}.${schema.message}`);
+      const protoFields = [...message.fieldsArray].sort((a, b) => a.id - b.id);
+      expect(Object.keys(schema.fields)).toEqual(protoFields.map((f) => f.name));
+      for (const field of protoFields) {
+        expect(field.repeated, `${schema.message}.${field.name} is repeated`).toBe(false);
+        expect(schema.fields[field.name as keyof typeof schema.fields], `${schema.message}.${field.name}`).toEqual(jsonKind(field));
+      }
+    });
+  }
+
+  for (const name of Object.keys(ENUMS) as (keyof typeof ENUMS)[]) {
+    it(`enum ${name}: same values, in order`, () => {
+      expect([...ENUMS[name]]).toEqual(jsonEnumValues(root.lookupEnum(`${PACKAGE}.${name}`)));
+    });
+  }
+
+  it('sends each event type on the topic the proto names for it', () => {
+    // In the oneof, each payload field carries a comment "On TOPIC_X."
+    const pairs = [...source.matchAll(/\/\/ On (TOPIC_[A-Z_]+)\.\s*\n\s*\w+ (\w+) = \d+;/g)].map((m) => [
+      m[2],
+      m[1]!.replace(/^TOPIC_/, '').toLowerCase(),
+    ]);
+    expect(Object.fromEntries(pairs)).toEqual(EVENT_TOPICS);
+    expect(new Set(Object.values(EVENT_TOPICS))).toEqual(new Set(TOPICS));
+  });
+
+  it('StreamPosition has offset and epoch', () => {
+    const pos = root.lookupType(`${PACKAGE}.StreamPosition`);
+    expect(pos.fieldsArray.map((f) => f.name)).toEqual(['offset', 'epoch']);
+  });
+
+  it('the protocol examples type-check and carry every field', () => {
+    const samples: EventPayloads = SAMPLE;
+    for (const type of EVENT_TYPES) {
+      expect(Object.keys(samples[type]).sort()).toEqual(Object.keys(PAYLOAD_SCHEMAS[type].fields).sort());
+    }
+  });
+});
+
+describe('decodeMessage', () => {
+  const frame = { type: 'pong', data: {}, timestamp: '2024-01-15T10:30:00Z' };
+
+  it('reads one frame or a batched array of frames', () => {
+    expect(decodeMessage(JSON.stringify(frame)).frames).toEqual([frame]);
+    expect(decodeMessage(JSON.stringify([frame, frame])).frames).toHaveLength(2);
+    expect(decodeMessage('[]').frames).toEqual([]);
+  });
+
+  it('turns what it cannot read into client error frames', () => {
+    const bad = decodeMessage('nope');
+    expect(bad.frames).toEqual([]);
+    expect(bad.errors.map((e) => e.data.code)).toEqual(['client_invalid_json']);
+    expect(bad.errors[0]?.timestamp).toMatch(/Z$/);
+    const mixed = decodeMessage(JSON.stringify([frame, { type: 1 }, { type: 'pong' }, null, { type: 'new_thing', data: {} }]));
+    expect(mixed.frames).toHaveLength(1);
+    expect(mixed.errors).toHaveLength(3);
+    expect(mixed.unknown).toBe(1);
+  });
+
+  it('fills envelope defaults of event frames', () => {
+    const { frames } = decodeMessage(JSON.stringify({ type: 'map_update', data: SAMPLE.map_update, timestamp: 't' }));
+    expect(frames[0]).toMatchObject({ subscription_type: 'map_updates', id: '', position: null });
+  });
+});

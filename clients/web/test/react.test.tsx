@@ -1,0 +1,173 @@
+// @vitest-environment jsdom
+import { act, cleanup, render, screen } from '@testing-library/react';
+import { useState } from 'react';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { ServerFrame, Topic } from '../src/frames';
+import { RealtimeProvider, useWebSocket } from '../src/react';
+import { ClientRegistry } from '../src/registry';
+import { event, fakeSockets, welcome } from './fakes';
+
+const URL = 'ws://bridge.test/ws/connect';
+
+function setup() {
+  const fake = fakeSockets();
+  const registry = new ClientRegistry({ lingerMs: 100, clientOptions: { webSocketFactory: fake.factory } });
+  return { fake, registry };
+}
+
+function Widget(props: { id: string; topics?: Topic[]; onMessage?: (f: ServerFrame) => void; track?: boolean }) {
+  const ws = useWebSocket({
+    url: URL,
+    ...(props.topics ? { topics: props.topics } : {}),
+    ...(props.onMessage ? { onMessage: props.onMessage } : {}),
+    ...(props.track === undefined ? {} : { trackLastMessage: props.track }),
+  });
+  return (
+    <div data-testid={props.id}>
+      <span data-testid={`${props.id}-state`}>{ws.state}</span>
+      <span data-testid={`${props.id}-connected`}>{String(ws.isConnected)}</span>
+      <span data-testid={`${props.id}-last`}>{ws.lastMessage?.type ?? 'none'}</span>
+      <span data-testid={`${props.id}-subs`}>{ws.subscriptions.join(',')}</span>
+      <button data-testid={`${props.id}-sub`} onClick={() => ws.subscribe('anomalies')} />
+      <button data-testid={`${props.id}-unsub`} onClick={() => ws.unsubscribe('anomalies')} />
+      <button data-testid={`${props.id}-ping`} onClick={() => ws.sendMessage({ type: 'ping', data: {} })} />
+    </div>
+  );
+}
+
+beforeEach(() => {
+  vi.useFakeTimers();
+});
+afterEach(() => {
+  cleanup();
+  vi.useRealTimers();
+});
+
+describe('useWebSocket', () => {
+  it('reports the connection and the last message', () => {
+    const { fake, registry } = setup();
+    render(
+      <RealtimeProvider registry={registry}>
+        <Widget id="a" topics={['package_updates']} />
+      </RealtimeProvider>,
+    );
+    expect(screen.getByTestId('a-state').textContent).toBe('connecting');
+    act(() => fake.last().open());
+    expect(screen.getByTestId('a-state').textContent).toBe('connected');
+    expect(screen.getByTestId('a-connected').textContent).toBe('true');
+    expect(screen.getByTestId('a-subs').textContent).toBe('package_updates');
+    act(() => fake.last().receive(event('package_update', 1)));
+    expect(screen.getByTestId('a-last').textContent).toBe('package_update');
+    act(() => screen.getByTestId('a-ping').click());
+    expect(fake.last().messages().at(-1)).toEqual({ type: 'ping', data: {} });
+    act(() => fake.last().serverClose(1006));
+    expect(screen.getByTestId('a-state').textContent).toBe('reconnecting');
+  });
+
+  it('shares one socket between components and calls each onMessage for every frame', () => {
+    const { fake, registry } = setup();
+    const seenA: string[] = [];
+    const seenB: string[] = [];
+    render(
+      <RealtimeProvider registry={registry}>
+        <Widget id="a" topics={['package_updates']} onMessage={(f) => seenA.push(f.type)} track={false} />
+        <Widget id="b" topics={['anomalies']} onMessage={(f) => seenB.push(f.type)} />
+      </RealtimeProvider>,
+    );
+    expect(fake.sockets).toHaveLength(1);
+    act(() => fake.last().open());
+    act(() => fake.last().receive([event('package_update', 1), event('anomaly_detected', 1)]));
+    expect(seenA).toEqual(['package_update', 'anomaly_detected']);
+    expect(seenB).toEqual(['package_update', 'anomaly_detected']);
+    expect(screen.getByTestId('a-last').textContent).toBe('none');
+    expect(screen.getByTestId('b-last').textContent).toBe('anomaly_detected');
+    expect(fake.last().subscribes().map((s) => s.topic)).toEqual(['package_updates', 'anomalies']);
+  });
+
+  it('uses the latest onMessage without re-subscribing', () => {
+    const { fake, registry } = setup();
+    const calls: string[] = [];
+    function Switching() {
+      const [n, setN] = useState(1);
+      useWebSocket({ url: URL, registry, onMessage: () => calls.push(`v${n}`), trackLastMessage: false });
+      return <button data-testid="bump" onClick={() => setN((x) => x + 1)} />;
+    }
+    render(<Switching />);
+    act(() => fake.last().open());
+    act(() => fake.last().receive(event('package_update', 1)));
+    act(() => screen.getByTestId('bump').click());
+    act(() => fake.last().receive(event('package_update', 2)));
+    expect(calls).toEqual(['v1', 'v2']);
+    expect(fake.sockets).toHaveLength(1);
+    expect(fake.last().messages()).toEqual([]);
+  });
+
+  it("releases a component's topics on unmount; a topic stays while another holds it", () => {
+    const { fake, registry } = setup();
+    function Page() {
+      const [showA, setShowA] = useState(true);
+      const [showB, setShowB] = useState(true);
+      return (
+        <RealtimeProvider registry={registry}>
+          {showA && <Widget id="a" topics={['package_updates', 'anomalies']} />}
+          {showB && <Widget id="b" topics={['anomalies']} />}
+          <button data-testid="hide-a" onClick={() => setShowA(false)} />
+          <button data-testid="hide-b" onClick={() => setShowB(false)} />
+        </RealtimeProvider>
+      );
+    }
+    render(<Page />);
+    const socket = fake.last();
+    act(() => socket.open());
+    act(() => screen.getByTestId('hide-a').click());
+    expect(socket.messages().filter((m) => m.type === 'unsubscribe')).toEqual([
+      { type: 'unsubscribe', data: { subscription_type: 'package_updates' } },
+    ]);
+    expect(screen.getByTestId('b-subs').textContent).toBe('anomalies');
+    act(() => screen.getByTestId('hide-b').click());
+    expect(socket.messages().filter((m) => m.type === 'unsubscribe').map((m) => m.data)).toEqual([
+      { subscription_type: 'package_updates' },
+      { subscription_type: 'anomalies' },
+    ]);
+    // The last user gone: the shared socket closes after the linger.
+    expect(socket.closedWith).toBeNull();
+    act(() => vi.advanceTimersByTime(100));
+    expect(socket.closedWith?.code).toBe(1000);
+    expect(fake.sockets).toHaveLength(1);
+  });
+
+  it('subscribe()/unsubscribe() hold and release topics for the component', () => {
+    const { fake, registry } = setup();
+    const { unmount } = render(
+      <RealtimeProvider registry={registry}>
+        <Widget id="a" />
+      </RealtimeProvider>,
+    );
+    const socket = fake.last();
+    act(() => socket.open());
+    act(() => socket.receive(welcome(['dashboard_metrics'])));
+    act(() => screen.getByTestId('a-sub').click());
+    expect(screen.getByTestId('a-subs').textContent).toBe('anomalies,dashboard_metrics');
+    act(() => screen.getByTestId('a-unsub').click());
+    expect(screen.getByTestId('a-subs').textContent).toBe('dashboard_metrics');
+    act(() => screen.getByTestId('a-sub').click());
+    unmount();
+    // Unmounting releases what the component subscribed, not the endpoint's own topic.
+    const unsubs = socket.messages().filter((m) => m.type === 'unsubscribe').map((m) => m.data.subscription_type);
+    expect(unsubs).toEqual(['anomalies', 'anomalies']);
+  });
+
+  it('survives a StrictMode-style remount without a second socket', () => {
+    const { fake, registry } = setup();
+    const first = render(<Widget id="a" />, { wrapper: ({ children }) => <RealtimeProvider registry={registry}>{children}</RealtimeProvider> });
+    first.unmount();
+    render(
+      <RealtimeProvider registry={registry}>
+        <Widget id="a" />
+      </RealtimeProvider>,
+    );
+    act(() => vi.advanceTimersByTime(1_000));
+    expect(fake.sockets).toHaveLength(1);
+    expect(fake.last().closedWith).toBeNull();
+  });
+});
