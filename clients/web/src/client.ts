@@ -260,7 +260,7 @@ export class RealtimeClient {
 
   /** The subscription list the bridge last confirmed. */
   get confirmedSubscriptions(): Topic[] {
-    return [...this.serverTopics];
+    return TOPICS.filter((t) => this.serverTopics.includes(t));
   }
 
   /** The topics the endpoint subscribes a connection to on its own, from its last `welcome`. */
@@ -291,6 +291,7 @@ export class RealtimeClient {
     const socket = this.detachSocket();
     if (socket) safeClose(socket, NORMAL_CLOSURE, reason);
     this.retryDelayMs = null;
+    this.serverTopics = [];
     this.setState('closed');
   }
 
@@ -359,6 +360,7 @@ export class RealtimeClient {
 
   private openSocket(state: 'connecting' | 'reconnecting'): void {
     this.retryDelayMs = null;
+    this.serverTopics = [];
     this.heardOnSocket = false;
     this.connectionId = null;
     this.setState(state);
@@ -404,6 +406,7 @@ export class RealtimeClient {
     if (this.terminalCodes.has(code)) {
       this.clearConnectionTimers();
       this.dropResumes();
+      this.serverTopics = [];
       this.lastError = why;
       this.setState('failed');
       return;
@@ -423,6 +426,7 @@ export class RealtimeClient {
     this.clearConnectionTimers();
     this.dropResumes();
     this.socket = null;
+    this.serverTopics = [];
     this.lastError = why;
     if (this.heardOnSocket) this.attempt = 0;
     this.attempt += 1;
@@ -532,14 +536,17 @@ export class RealtimeClient {
           resume.until = position ?? null;
           resume.recovered = frame.data.recovered !== false;
           resume.heldBeforeConfirm = resume.buffer.length;
+          this.emitStatus();
           this.dispatch(frame);
           this.maybeFinishResume(topic);
           return;
         }
+        this.emitStatus();
         break;
       }
       case 'unsubscribed':
         this.serverTopics = (frame.data.subscriptions ?? []).filter(isTopic);
+        this.emitStatus();
         break;
       case 'pong':
         this.clearTimer('pongTimer');

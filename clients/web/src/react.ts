@@ -55,6 +55,8 @@ export interface UseWebSocketResult {
   unsubscribe: (topic: Topic) => void;
   /** The topics the shared client has (any component's, and the endpoint's own). */
   subscriptions: Topic[];
+  /** The subscription list the bridge last confirmed. */
+  confirmedSubscriptions: Topic[];
   /** Starts the client again after `failed` or `closed`. */
   reconnect: () => void;
   /** The shared client, for what the hook does not cover (null until mounted). */
@@ -92,6 +94,7 @@ export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult {
 
   const [status, setStatus] = useState<ConnectionStatus>(() => idleStatus(url));
   const [subscriptions, setSubscriptions] = useState<Topic[]>([]);
+  const [confirmedSubscriptions, setConfirmed] = useState<Topic[]>([]);
   const [lastMessage, setLastMessage] = useState<ServerFrame | null>(null);
   const [client, setClient] = useState<RealtimeClient | null>(null);
 
@@ -123,6 +126,8 @@ export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult {
       setStatus(s);
       const subs = c.subscriptions;
       setSubscriptions((prev) => (sameList(prev, subs) ? prev : subs));
+      const confirmed = c.confirmedSubscriptions;
+      setConfirmed((prev) => (sameList(prev, confirmed) ? prev : confirmed));
     };
     const offStatus = c.onStatus(sync);
     const offFrame = c.onFrame((frame) => {
@@ -177,6 +182,7 @@ export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult {
     subscribe,
     unsubscribe,
     subscriptions,
+    confirmedSubscriptions,
     reconnect,
     client,
   };

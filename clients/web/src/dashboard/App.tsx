@@ -1,0 +1,55 @@
+import { useCallback } from 'react';
+import type { Topic } from '../frames';
+import { useDashboardFeed } from './feed';
+import { PackageMap } from './PackageMap';
+import { PackageTable } from './PackageTable';
+import {
+  ActivityPanel,
+  AnomaliesPanel,
+  ConnectionBar,
+  ErrorBanner,
+  HealthPanel,
+  MessageLog,
+  MetricCards,
+  NotificationsPanel,
+  TopicToggles,
+} from './panels';
+import { LIMITS } from './store';
+
+export function App(props: { endpoint: string; initialTopics: readonly Topic[] }) {
+  const { ws, state } = useDashboardFeed(props.endpoint, props.initialTopics);
+  const { subscribe, unsubscribe, reconnect } = ws;
+  const onToggle = useCallback((topic: Topic, on: boolean) => (on ? subscribe(topic) : unsubscribe(topic)), [subscribe, unsubscribe]);
+  return (
+    <div className="app">
+      <header className="top">
+        <h1>
+          ClearPath <span>Realtime</span>
+        </h1>
+        <ConnectionBar
+          status={ws.status}
+          endpoint={props.endpoint}
+          eventsPerSecond={state.eventsPerSecond}
+          eventCount={state.eventCount}
+          onRetry={reconnect}
+        />
+      </header>
+      <TopicToggles subscriptions={ws.subscriptions} confirmed={ws.confirmedSubscriptions} onToggle={onToggle} />
+      <ErrorBanner error={state.lastError} count={state.errorCount} />
+      <MetricCards metrics={state.metrics} at={state.metricsAt} />
+      <main className="grid">
+        <div className="col-main">
+          <PackageMap points={state.points} />
+          <PackageTable order={state.packageOrder} packages={state.packages} limit={LIMITS.packages} />
+        </div>
+        <div className="col-side">
+          <AnomaliesPanel anomalies={state.anomalies} />
+          <HealthPanel health={state.health} />
+          <ActivityPanel activity={state.activity} />
+          <NotificationsPanel notifications={state.notifications} />
+        </div>
+      </main>
+      <MessageLog log={state.log} total={state.logCount} limit={LIMITS.log} />
+    </div>
+  );
+}
