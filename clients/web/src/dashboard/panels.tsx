@@ -112,7 +112,7 @@ export const AnomaliesPanel = memo(function AnomaliesPanel(props: { anomalies: r
         {props.anomalies.map(({ id, timestamp, data }, i) => (
           <li
             key={id || `${timestamp}-${i}`}
-            className={`anomaly sev-${data.severity}`}
+            className={`anomaly anomaly-${data.severity}`}
             data-testid="anomaly-row"
             data-package-id={data.package_id}
             data-severity={data.severity}
@@ -201,7 +201,13 @@ export const NotificationsPanel = memo(function NotificationsPanel(props: { noti
 
 const LogLine = memo(function LogLine({ e }: { e: LogEntry }) {
   return (
-    <li data-testid="log-entry" data-type={e.type} className={`log log-${e.type}`}>
+    <li
+      data-testid="log-entry"
+      data-type={e.type}
+      data-topic={e.topic ?? undefined}
+      data-offset={e.offset ?? undefined}
+      className={`log log-${e.type}`}
+    >
       <span className="mono muted">{formatTime(e.timestamp)}</span>
       <span className="log-type">{e.type}</span>
       {e.offset !== null && <span className="mono muted">#{e.offset}</span>}
