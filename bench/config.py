@@ -1,0 +1,79 @@
+"""Workload sizes for a full run and for the ``--quick`` smoke run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Params", "full", "quick"]
+
+
+@dataclass(frozen=True)
+class Params:
+    """Every size and time limit of one run; each loop in the suite is bounded by these."""
+
+    # W1: many subscribers, paced publisher
+    w1_subscribers: int
+    w1_rate: float
+    w1_duration_s: float
+    # W2: fewer subscribers, publisher as fast as accepted
+    w2_subscribers: int
+    w2_duration_s: float
+    w2_concurrency: int
+    # W3: idle connections
+    w3_connections: int
+    # G1: gRPC Publish throughput per batch size
+    g1_batches: tuple[int, ...]
+    g1_duration_s: float
+    # G2: gRPC Subscribe fan-out per stream count
+    g2_streams: tuple[int, ...]
+    g2_duration_s: float
+    g2_batch: int
+    # common
+    drain_s: float
+    quiet_s: float
+    max_in_flight: int = 64
+    g1_concurrency: int = 8
+    g2_concurrency: int = 2
+    #: G2's publisher stays at most this many events ahead of the slowest stream
+    #: (below the core's default per-subscriber queue of 4096 events).
+    g2_ahead: int = 2000
+    latency_conns: int = 100
+    settle_s: float = 0.5
+
+
+def full() -> Params:
+    return Params(
+        w1_subscribers=1000,
+        w1_rate=200.0,
+        w1_duration_s=15.0,
+        w2_subscribers=100,
+        w2_duration_s=6.0,
+        w2_concurrency=8,
+        w3_connections=5000,
+        g1_batches=(1, 100),
+        g1_duration_s=4.0,
+        g2_streams=(1, 10, 100),
+        g2_duration_s=4.0,
+        g2_batch=100,
+        drain_s=5.0,
+        quiet_s=1.5,
+    )
+
+
+def quick() -> Params:
+    return Params(
+        w1_subscribers=100,
+        w1_rate=100.0,
+        w1_duration_s=1.5,
+        w2_subscribers=20,
+        w2_duration_s=1.0,
+        w2_concurrency=4,
+        w3_connections=200,
+        g1_batches=(1, 100),
+        g1_duration_s=0.7,
+        g2_streams=(1, 10),
+        g2_duration_s=0.7,
+        g2_batch=100,
+        drain_s=2.0,
+        quiet_s=0.5,
+    )

@@ -1,0 +1,79 @@
+"""The ``clearpath`` target: the real system, core (gRPC) and bridge (WebSocket).
+
+Started as ``clearpath serve --grpc-port 0 --http-port 0`` from this venv; its log
+lines ``core listening on 127.0.0.1:PORT`` and ``bridge listening on
+http://127.0.0.1:PORT`` give the ports. Events are published with gRPC
+``RealtimeService.Publish`` (the latency marker rides in
+``package_update.location``); WebSocket subscribers connect to ``/ws/packages``
+(auto-subscribed to package updates) and are ready once the ``welcome`` frame
+arrives. ``clearpath-batch`` connects with ``?batch=1``, where one text message
+may carry a JSON array of frames.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from bench.loadgen.publisher import PublishSpec
+from bench.targets.base import Endpoint, GrpcStreamSpec, Target, WsSpec
+
+__all__ = ["ClearpathTarget"]
+
+_CORE = re.compile(r"core listening on (\S+?):(\d+)\b")
+_BRIDGE = re.compile(r"bridge listening on (?:https?://)?(\S+?):(\d+)\b")
+_SERVICE = "/clearpath.realtime.v1.RealtimeService"
+
+
+def _loopback(host: str) -> str:
+    host = host.strip("[]")
+    return "127.0.0.1" if host in {"0.0.0.0", "::", "localhost", ""} else host
+
+
+def clearpath_executable() -> str:
+    """``clearpath`` next to this interpreter (the venv), else on PATH."""
+    local = Path(sys.executable).parent / "clearpath"
+    if local.exists():
+        return str(local)
+    return shutil.which("clearpath") or "clearpath"
+
+
+class ClearpathTarget(Target):
+    description = "core (grpc.aio) + bridge (aiohttp) via `clearpath serve`"
+
+    def __init__(self, batch: bool) -> None:
+        self.batch = batch
+        self.name = "clearpath-batch" if batch else "clearpath"
+        if batch:
+            self.description = "as clearpath, subscribers connect with ?batch=1"
+            self.workloads = frozenset({"W1", "W2"})
+        else:
+            self.workloads = frozenset({"W1", "W2", "W3", "G1", "G2"})
+        self._core: tuple[str, int] | None = None
+        self._bridge: tuple[str, int] | None = None
+
+    def command(self) -> list[str]:
+        return [clearpath_executable(), "serve", "--grpc-port", "0", "--http-port", "0"]
+
+    def reset(self) -> None:
+        self._core = self._bridge = None
+
+    def on_line(self, line: str) -> Endpoint | None:
+        if m := _CORE.search(line):
+            self._core = (_loopback(m.group(1)), int(m.group(2)))
+        if m := _BRIDGE.search(line):
+            self._bridge = (_loopback(m.group(1)), int(m.group(2)))
+        if self._core is None or self._bridge is None:
+            return None
+        (chost, cport), (bhost, bport) = self._core, self._bridge
+        publish = PublishSpec("grpc", chost, cport, f"{_SERVICE}/Publish")
+        path = "/ws/packages?batch=1" if self.batch else "/ws/packages"
+        return Endpoint(
+            0,
+            ws=WsSpec(bhost, bport, path, wait_first=True),
+            ws_publish=publish,
+            grpc_publish=publish,
+            grpc_stream=GrpcStreamSpec(chost, cport, f"{_SERVICE}/Subscribe", "clearpath"),
+        )

@@ -1,0 +1,325 @@
+"""The workloads: each starts its target's server, drives it, and returns metrics.
+
+All of them follow the same shape: start the server pinned to the server core,
+start subscriber worker processes pinned to the load-generator cores, connect,
+open a measurement window [t0, t1] agreed by wall clock, publish from this
+process, then let the subscribers drain (bounded) and collect their counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.config import Params
+from bench.loadgen.publisher import Publisher, PublishSpec, PublishStats, run_max, run_paced
+from bench.loadgen.workers import WorkerGroup
+from bench.stats import percentile
+from bench.sysinfo import CpuPlan, TreeSample, sample_tree
+from bench.targets.base import Endpoint, ServerProcess, Target, TargetFailed
+
+__all__ = ["WORKLOADS", "Context", "Metrics", "run_workload"]
+
+Metrics = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Context:
+    params: Params
+    cpus: CpuPlan
+    workers: int
+
+
+def _worker_cfg(ctx: Context, kind: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "cpus": sorted(ctx.cpus.loadgen),
+        "connect_concurrency": 100,
+        "connect_timeout": 15.0,
+        "max_lifetime_s": 240.0,
+        **extra,
+    }
+
+
+async def _cpu_window(pid: int, t0: int, t1: int) -> tuple[TreeSample, TreeSample]:
+    await asyncio.sleep(max(0.0, (t0 - time.time_ns()) / 1e9))
+    a = sample_tree(pid)
+    await asyncio.sleep(max(0.0, (t1 - time.time_ns()) / 1e9))
+    return a, sample_tree(pid)
+
+
+def _merge(results: list[dict[str, Any]], duration: float, expected_per_conn: int) -> Metrics:
+    lat = sorted(v for r in results for v in r["latency_us"])
+    conns = sum(int(r["connections"]) for r in results)
+    received = sum(int(r["total"]) for r in results)
+    in_window = sum(int(r["in_window"]) for r in results)
+    loadgen_cpu = max(float(r["cpu_window_s"]) for r in results) / duration * 100
+    m: Metrics = {
+        "subscribers": conns,
+        "deliveries_per_s": round(in_window / duration),
+        "received": received,
+        "expected": expected_per_conn * conns,
+        "lost": max(0, expected_per_conn * conns - received),
+        "per_conn_min": min(int(r["per_conn_min"]) for r in results),
+        "ended_early": sum(int(r["ended_early"]) for r in results),
+        "loadgen_cpu_pct": round(loadgen_cpu, 1),
+        "unread_kib_at_t1": round(sum(int(r["unread_at_t1_bytes"]) for r in results) / 1024, 1),
+        "latency_samples": sum(int(r["latency_seen"]) for r in results),
+    }
+    if lat:
+        for q in (50, 90, 99):
+            m[f"p{q}_ms"] = round(percentile(lat, q) / 1000, 2)
+        m["max_ms"] = round(max(int(r["latency_max_us"]) for r in results) / 1000, 2)
+    reasons: dict[str, int] = {}
+    for r in results:
+        for k, v in r["end_reasons"].items():
+            reasons[k] = reasons.get(k, 0) + int(v)
+    if reasons:
+        m["end_reasons"] = reasons
+    return m
+
+
+def _publish_metrics(stats: PublishStats, duration: float) -> Metrics:
+    lag = sorted(stats.lag_us)
+    m: Metrics = {
+        "published_events": stats.events,
+        "published_per_s": round(stats.events / duration, 1),
+        "publish_errors": stats.errors,
+        "publisher_cpu_pct": round(stats.cpu_s / max(stats.elapsed_s, 1e-9) * 100, 1),
+    }
+    if lag:
+        m["publish_lag_p99_ms"] = round(percentile(lag, 99) / 1000, 2)
+    if stats.first_error:
+        m["first_publish_error"] = stats.first_error
+    return m
+
+
+async def _subscribe_and_publish(
+    ctx: Context,
+    ep: Endpoint,
+    group: WorkerGroup,
+    n: int,
+    publish: PublishSpec | None,
+    *,
+    paced_rate: float | None,
+    duration: float,
+    batch: int,
+    concurrency: int,
+    ahead: int = 0,
+) -> Metrics:
+    p = ctx.params
+    conn = await group.connect(n, limit_s=60 + n / 50)
+    if conn["ok"] < n:
+        raise TargetFailed(f"only {conn['ok']}/{n} subscribers connected: {conn['errors']}")
+    await asyncio.sleep(p.settle_s)
+    t0 = time.time_ns() + 300_000_000
+    t1 = t0 + int(duration * 1e9)
+    group.broadcast({"cmd": "window", "t0": t0, "t1": t1})
+    cpu_task = asyncio.create_task(_cpu_window(ep.pid, t0, t1))
+    stats: PublishStats | None = None
+    if publish is not None:
+        async with Publisher(publish, batch, concurrency) as pub:
+            if paced_rate is not None:
+                stats = await run_paced(pub, paced_rate, t0, duration, p.max_in_flight, p.drain_s)
+            else:
+                gate = group.slowest if ahead else None
+                stats = await run_max(pub, t0, duration, concurrency, gate, ahead)
+        if stats.events == 0:
+            raise TargetFailed(f"no event was accepted: {stats.first_error}")
+    a, b = await cpu_task
+    expect = None if stats is None else stats.issued_events
+    # Without a publisher (a self-driven raw stream) there is nothing to drain.
+    deadline = t1 + (int(p.drain_s * 1e9) if publish is not None else 0)
+    group.broadcast({"cmd": "finish", "expect": expect, "deadline": deadline, "quiet_s": p.quiet_s})
+    results = await group.results(limit_s=p.drain_s + 30)
+    m = _merge(results, duration, 0 if stats is None else stats.events)
+    if stats is None:
+        del m["lost"], m["expected"]
+    else:
+        m.update(_publish_metrics(stats, duration))
+    m["server_cpu_pct"] = round((b.cpu_s - a.cpu_s) / duration * 100, 1)
+    m["server_rss_mib"] = round(b.rss_bytes / 2**20, 1)
+    m["connect_s"] = conn["seconds"]
+    return m
+
+
+async def _ws_fanout(ctx: Context, target: Target, n: int, rate: float | None) -> Metrics:
+    p = ctx.params
+    duration = p.w1_duration_s if rate is not None else p.w2_duration_s
+    async with ServerProcess(target, ctx.cpus.server) as ep:
+        assert ep.ws is not None
+        cfg = _worker_cfg(
+            ctx,
+            "ws",
+            host=ep.ws.host,
+            port=ep.ws.port,
+            path=ep.ws.path,
+            wait_first=ep.ws.wait_first,
+            sample_every=max(1, n // p.latency_conns),
+        )
+        async with WorkerGroup(cfg, n, ctx.workers) as group:
+            m = await _subscribe_and_publish(
+                ctx,
+                ep,
+                group,
+                n,
+                ep.ws_publish,
+                paced_rate=rate,
+                duration=duration,
+                batch=1,
+                concurrency=p.w2_concurrency,
+            )
+    if rate is not None:
+        m["offered_deliveries_per_s"] = round(rate * n)
+    return m
+
+
+async def w1(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
+    p = ctx.params
+    variant = f"{p.w1_subscribers} subs x {p.w1_rate:g}/s"
+    return [(variant, await _ws_fanout(ctx, target, p.w1_subscribers, p.w1_rate))]
+
+
+async def w2(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
+    p = ctx.params
+    variant = f"{p.w2_subscribers} subs, max"
+    return [(variant, await _ws_fanout(ctx, target, p.w2_subscribers, None))]
+
+
+async def _rss(pid: int) -> int:
+    """Median of three RSS readings 100 ms apart."""
+    values = []
+    for _ in range(3):
+        values.append(sample_tree(pid).rss_bytes)
+        await asyncio.sleep(0.1)
+    return sorted(values)[1]
+
+
+async def w3(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
+    n = ctx.params.w3_connections
+    warm = max(1, min(50, n // 10))
+    async with ServerProcess(target, ctx.cpus.server) as ep:
+        assert ep.ws is not None
+        cfg = _worker_cfg(
+            ctx,
+            "ws",
+            host=ep.ws.host,
+            port=ep.ws.port,
+            path=ep.ws.path,
+            wait_first=ep.ws.wait_first,
+            sample_every=1,
+        )
+        async with WorkerGroup(cfg, n, ctx.workers) as group:
+            first = await group.connect(warm, limit_s=60)
+            await asyncio.sleep(0.5)
+            rss0 = await _rss(ep.pid)
+            rest = await group.connect(n - warm, limit_s=60 + n / 50)
+            connected = first["ok"] + rest["ok"] - warm
+            if first["ok"] < warm or connected < n - warm:
+                raise TargetFailed(f"only {connected + warm}/{n} connected: {rest['errors']}")
+            await asyncio.sleep(1.0)
+            rss1 = await _rss(ep.pid)
+            group.broadcast({"cmd": "close"})
+            results = await group.results(limit_s=30)
+    per_conn = (rss1 - rss0) / (n - warm)
+    return [
+        (
+            f"{n} idle",
+            {
+                "connections": n,
+                "rss_per_conn_kib": round(per_conn / 1024, 2),
+                "rss_before_mib": round(rss0 / 2**20, 1),
+                "rss_after_mib": round(rss1 / 2**20, 1),
+                "connect_s": rest["seconds"],
+                "ended_early": sum(int(r["ended_early"]) for r in results),
+            },
+        )
+    ]
+
+
+async def g1(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
+    p = ctx.params
+    out: list[tuple[str, Metrics]] = []
+    async with ServerProcess(target, ctx.cpus.server) as ep:
+        assert ep.grpc_publish is not None
+        for batch in p.g1_batches:
+            async with Publisher(ep.grpc_publish, batch, p.g1_concurrency) as pub:
+                t0 = time.time_ns() + 200_000_000
+                t1 = t0 + int(p.g1_duration_s * 1e9)
+                cpu_task = asyncio.create_task(_cpu_window(ep.pid, t0, t1))
+                stats = await run_max(pub, t0, p.g1_duration_s, p.g1_concurrency)
+                a, b = await cpu_task
+            if stats.events == 0:
+                raise TargetFailed(f"no event was accepted: {stats.first_error}")
+            m: Metrics = {
+                "events_per_s": round(stats.events / stats.elapsed_s),
+                "calls_per_s": round(stats.calls / stats.elapsed_s),
+                "errors": stats.errors,
+                "server_cpu_pct": round((b.cpu_s - a.cpu_s) / p.g1_duration_s * 100, 1),
+                "publisher_cpu_pct": round(stats.cpu_s / stats.elapsed_s * 100, 1),
+            }
+            out.append((f"batch={batch}", m))
+    return out
+
+
+async def g2(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
+    p = ctx.params
+    out: list[tuple[str, Metrics]] = []
+    for n in p.g2_streams:
+        async with ServerProcess(target, ctx.cpus.server) as ep:
+            stream = ep.grpc_stream
+            assert stream is not None
+            own_flow = stream.kind == "raw"
+            # A raw stream flows from the moment it opens: give it enough seconds
+            # to cover connecting, settling and the window, and no more.
+            seconds = 3 + n / 100 + p.settle_s + p.g2_duration_s
+            cfg = _worker_cfg(
+                ctx,
+                "grpc",
+                host=stream.host,
+                port=stream.port,
+                path=stream.method,
+                request_hex=stream.request(seconds).hex(),
+                sample_every=max(1, n // p.latency_conns),
+            )
+            async with WorkerGroup(cfg, n, ctx.workers) as group:
+                m = await _subscribe_and_publish(
+                    ctx,
+                    ep,
+                    group,
+                    n,
+                    None if own_flow else ep.grpc_publish,
+                    paced_rate=None,
+                    duration=p.g2_duration_s,
+                    batch=p.g2_batch,
+                    concurrency=p.g2_concurrency,
+                    ahead=p.g2_ahead,
+                )
+            if own_flow:
+                for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "latency_samples"):
+                    m.pop(k, None)
+        out.append((f"{n} streams", m))
+    return out
+
+
+WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "G1": g1, "G2": g2}
+
+
+def timeout_for(workload: str, p: Params) -> float:
+    """A hard limit for one workload run; past it the run is cancelled and killed."""
+    per = {
+        "W1": p.w1_duration_s + p.drain_s + 90,
+        "W2": p.w2_duration_s + p.drain_s + 60,
+        "W3": 120 + p.w3_connections / 50,
+        "G1": len(p.g1_batches) * (p.g1_duration_s + 70) + 30,
+        "G2": len(p.g2_streams) * (p.g2_duration_s + p.drain_s + 40),
+    }
+    return per[workload]
+
+
+async def run_workload(ctx: Context, workload: str, target: Target) -> list[tuple[str, Metrics]]:
+    return await asyncio.wait_for(
+        WORKLOADS[workload](ctx, target), timeout_for(workload, ctx.params)
+    )
