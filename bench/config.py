@@ -36,7 +36,7 @@ class Params:
     g2_concurrency: int = 2
     #: G2's publisher stays at most this many events ahead of the slowest stream
     #: (below the core's default per-subscriber queue of 4096 events).
-    g2_ahead: int = 2000
+    g2_ahead: int = 500
     latency_conns: int = 100
     settle_s: float = 0.5
 

@@ -79,7 +79,7 @@ _LOADGEN_HOT = 90.0
 
 def _hot(m: dict[str, Any]) -> str:
     """A warning mark when the load generator may have been the bottleneck."""
-    cpu = m.get("loadgen_cpu_pct")
+    cpu = m.get("loadgen_core_busy_pct", m.get("loadgen_cpu_pct"))
     unread = m.get("unread_kib_at_t1", 0)
     if (isinstance(cpu, int | float) and cpu >= _LOADGEN_HOT) or unread > 1024:
         return " ⚠"
@@ -110,15 +110,17 @@ def _md_w12(summary: list[dict[str, Any]], workload: str, title: str) -> list[st
                 s["variant"],
                 _fmt(m.get("deliveries_per_s")) + _hot(m),
                 _ratio(m.get("deliveries_per_s"), base.get("deliveries_per_s")),
-                _fmt(m.get("published_per_s"), 1),
+                _fmt(m.get("published_per_s")),
                 _fmt(m.get("lost")),
                 _fmt(m.get("p50_ms"), 1),
                 _fmt(m.get("p90_ms"), 1),
                 _fmt(m.get("p99_ms"), 1),
                 _fmt(m.get("max_ms"), 1),
                 _fmt(m.get("server_cpu_pct")),
+                _fmt(m.get("server_core_others_pct")),
                 _fmt(m.get("loadgen_cpu_pct")),
                 _fmt(m.get("publisher_cpu_pct")),
+                _fmt(m.get("loadgen_core_busy_pct")),
                 _fmt(m.get("unread_kib_at_t1")),
             ]
         )
@@ -134,8 +136,10 @@ def _md_w12(summary: list[dict[str, Any]], workload: str, title: str) -> list[st
         "p99 ms",
         "max ms",
         "server CPU %",
+        "others on server core %",
         "subscribers CPU %",
         "publisher CPU %",
+        "load-gen core busy %",
         "unread KiB",
     ]
     return [f"### {title}", "", *_table(header, rows), ""]
@@ -178,6 +182,7 @@ def _md_g1(summary: list[dict[str, Any]]) -> list[str]:
                 pct=True,
             ),
             _fmt(s["median"].get("server_cpu_pct")),
+            _fmt(s["median"].get("server_core_others_pct")),
             _fmt(s["median"].get("publisher_cpu_pct")),
         ]
         for s in rows_in
@@ -189,6 +194,7 @@ def _md_g1(summary: list[dict[str, Any]]) -> list[str]:
         "calls/s",
         "% of raw unary",
         "server CPU %",
+        "others on server core %",
         "client CPU %",
     ]
     return ["### G1: gRPC Publish throughput", "", *_table(header, rows), ""]
@@ -216,7 +222,9 @@ def _md_g2(summary: list[dict[str, Any]]) -> list[str]:
                 _fmt(m.get("p50_ms"), 1),
                 _fmt(m.get("p99_ms"), 1),
                 _fmt(m.get("server_cpu_pct")),
+                _fmt(m.get("server_core_others_pct")),
                 _fmt(m.get("loadgen_cpu_pct")),
+                _fmt(m.get("loadgen_core_busy_pct")),
             ]
         )
     header = [
@@ -228,7 +236,9 @@ def _md_g2(summary: list[dict[str, Any]]) -> list[str]:
         "p50 ms",
         "p99 ms",
         "server CPU %",
+        "others on server core %",
         "subscribers CPU %",
+        "load-gen core busy %",
     ]
     return ["### G2: gRPC Subscribe fan-out", "", *_table(header, rows), ""]
 
@@ -270,8 +280,9 @@ def to_markdown(doc: dict[str, Any]) -> str:
     lines += _md_g2(summary)
     lines += [
         "⚠ marks a row where the load generator may have been the bottleneck "
-        f"(subscriber process ≥ {_LOADGEN_HOT:.0f} % of its core, or > 1 MiB unread in "
-        "its sockets at the end of the window).",
+        f"(its core ≥ {_LOADGEN_HOT:.0f} % busy, or > 1 MiB unread in the subscribers' "
+        "sockets at the end of the window). `others on server core %` is CPU time that "
+        "other processes took on the server's core during the window: machine noise.",
         "",
         "How to read this: see `bench/README.md`. Raw per-repeat figures are in the JSON file.",
         "",

@@ -63,6 +63,7 @@ async def _probe(target: Target, ctx: Context) -> str:
 async def _run_all(args: argparse.Namespace) -> dict[str, Any]:
     params = config.quick() if args.quick else config.full()
     repeat = args.repeat or (1 if args.quick else 3)
+    machine = machine_info()  # before this process is pinned
     cpus = plan_cpus(not args.no_pin)
     if cpus.loadgen:
         os.sched_setaffinity(0, cpus.loadgen)
@@ -129,7 +130,7 @@ async def _run_all(args: argparse.Namespace) -> dict[str, Any]:
         "meta": {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "mode": "quick" if args.quick else "full",
-            "machine": machine_info(),
+            "machine": machine,
             "pinning": cpus.describe(),
             "workers": args.workers,
             "repeat": repeat,

@@ -12,6 +12,7 @@ from pathlib import Path
 __all__ = [
     "CpuPlan",
     "TreeSample",
+    "cores_busy",
     "machine_info",
     "plan_cpus",
     "raise_nofile_limit",
@@ -140,3 +141,24 @@ def sample_tree(root: int) -> TreeSample:
         rss_pages += int(statm[1])
         count += 1
     return TreeSample(cpu_ticks / _CLK_TCK, rss_pages * _PAGE, count)
+
+
+def cores_busy(cores: frozenset[int]) -> tuple[float, float]:
+    """Busy and total seconds so far of the given cores, summed, from /proc/stat.
+
+    Busy is everything but idle and iowait, whoever ran: comparing a core's busy
+    time with the server's own CPU time shows what else ran on the server's core.
+    """
+    busy = total = 0
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return 0.0, 0.0
+    for line in lines:
+        name, *rest = line.split()
+        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cores:
+            continue
+        ticks = [int(x) for x in rest[:8]]
+        total += sum(ticks)
+        busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy / _CLK_TCK, total / _CLK_TCK

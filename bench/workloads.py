@@ -17,7 +17,7 @@ from bench.config import Params
 from bench.loadgen.publisher import Publisher, PublishSpec, PublishStats, run_max, run_paced
 from bench.loadgen.workers import WorkerGroup
 from bench.stats import percentile
-from bench.sysinfo import CpuPlan, TreeSample, sample_tree
+from bench.sysinfo import CpuPlan, cores_busy, sample_tree
 from bench.targets.base import Endpoint, ServerProcess, Target, TargetFailed
 
 __all__ = ["WORKLOADS", "Context", "Metrics", "run_workload"]
@@ -43,11 +43,35 @@ def _worker_cfg(ctx: Context, kind: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def _cpu_window(pid: int, t0: int, t1: int) -> tuple[TreeSample, TreeSample]:
+@dataclass(frozen=True)
+class CpuWindow:
+    """CPU use over a window: the server's process tree, and each side's cores."""
+
+    server_s: float
+    server_core_busy_s: float
+    loadgen_core_busy_s: float
+    seconds: float
+
+    def metrics(self) -> Metrics:
+        pct = 100 / self.seconds
+        m: Metrics = {"server_cpu_pct": round(self.server_s * pct, 1)}
+        if self.server_core_busy_s or self.loadgen_core_busy_s:
+            others = max(0.0, self.server_core_busy_s - self.server_s)
+            m["server_core_others_pct"] = round(others * pct, 1)
+            m["loadgen_core_busy_pct"] = round(self.loadgen_core_busy_s * pct, 1)
+        return m
+
+
+async def _cpu_window(ctx: Context, pid: int, t0: int, t1: int) -> CpuWindow:
     await asyncio.sleep(max(0.0, (t0 - time.time_ns()) / 1e9))
     a = sample_tree(pid)
+    sa, la = cores_busy(ctx.cpus.server)[0], cores_busy(ctx.cpus.loadgen)[0]
     await asyncio.sleep(max(0.0, (t1 - time.time_ns()) / 1e9))
-    return a, sample_tree(pid)
+    b = sample_tree(pid)
+    sb, lb = cores_busy(ctx.cpus.server)[0], cores_busy(ctx.cpus.loadgen)[0]
+    # Busy time per core is normalised to one core, like the other CPU figures.
+    n_load = max(1, len(ctx.cpus.loadgen))
+    return CpuWindow(b.cpu_s - a.cpu_s, sb - sa, (lb - la) / n_load, (t1 - t0) / 1e9)
 
 
 def _merge(results: list[dict[str, Any]], duration: float, expected_per_conn: int) -> Metrics:
@@ -117,7 +141,7 @@ async def _subscribe_and_publish(
     t0 = time.time_ns() + 300_000_000
     t1 = t0 + int(duration * 1e9)
     group.broadcast({"cmd": "window", "t0": t0, "t1": t1})
-    cpu_task = asyncio.create_task(_cpu_window(ep.pid, t0, t1))
+    cpu_task = asyncio.create_task(_cpu_window(ctx, ep.pid, t0, t1))
     stats: PublishStats | None = None
     if publish is not None:
         async with Publisher(publish, batch, concurrency) as pub:
@@ -128,7 +152,7 @@ async def _subscribe_and_publish(
                 stats = await run_max(pub, t0, duration, concurrency, gate, ahead)
         if stats.events == 0:
             raise TargetFailed(f"no event was accepted: {stats.first_error}")
-    a, b = await cpu_task
+    cpu = await cpu_task
     expect = None if stats is None else stats.issued_events
     # Without a publisher (a self-driven raw stream) there is nothing to drain.
     deadline = t1 + (int(p.drain_s * 1e9) if publish is not None else 0)
@@ -139,8 +163,8 @@ async def _subscribe_and_publish(
         del m["lost"], m["expected"]
     else:
         m.update(_publish_metrics(stats, duration))
-    m["server_cpu_pct"] = round((b.cpu_s - a.cpu_s) / duration * 100, 1)
-    m["server_rss_mib"] = round(b.rss_bytes / 2**20, 1)
+    m.update(cpu.metrics())
+    m["server_rss_mib"] = round(sample_tree(ep.pid).rss_bytes / 2**20, 1)
     m["connect_s"] = conn["seconds"]
     return m
 
@@ -248,17 +272,17 @@ async def g1(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
             async with Publisher(ep.grpc_publish, batch, p.g1_concurrency) as pub:
                 t0 = time.time_ns() + 200_000_000
                 t1 = t0 + int(p.g1_duration_s * 1e9)
-                cpu_task = asyncio.create_task(_cpu_window(ep.pid, t0, t1))
+                cpu_task = asyncio.create_task(_cpu_window(ctx, ep.pid, t0, t1))
                 stats = await run_max(pub, t0, p.g1_duration_s, p.g1_concurrency)
-                a, b = await cpu_task
+                cpu = await cpu_task
             if stats.events == 0:
                 raise TargetFailed(f"no event was accepted: {stats.first_error}")
             m: Metrics = {
                 "events_per_s": round(stats.events / stats.elapsed_s),
                 "calls_per_s": round(stats.calls / stats.elapsed_s),
                 "errors": stats.errors,
-                "server_cpu_pct": round((b.cpu_s - a.cpu_s) / p.g1_duration_s * 100, 1),
                 "publisher_cpu_pct": round(stats.cpu_s / stats.elapsed_s * 100, 1),
+                **cpu.metrics(),
             }
             out.append((f"batch={batch}", m))
     return out
