@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 PACKAGE = Path("clearpath/realtime/v1")
 HEADER = "# Generated from protos/ by scripts/gen_protos.py. Do not edit.\n"
+# The descriptors with their comments (source info), which the generated _pb2
+# modules leave out; the CLI reads its help text from it.
+SOURCE_INFO = PACKAGE / "source_info.binpb"
 
 
 def generate(out: Path) -> None:
@@ -27,6 +30,7 @@ def generate(out: Path) -> None:
     include = Path(grpc_tools.__file__).parent / "_proto"
     sources = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / PACKAGE).glob("*.proto"))
     bindir = Path(sys.executable).parent
+    (out / PACKAGE).mkdir(parents=True, exist_ok=True)
     args = [
         "protoc",
         f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
@@ -37,6 +41,8 @@ def generate(out: Path) -> None:
         f"--grpc_python_out={out}",
         f"--mypy_out={out}",
         f"--mypy_grpc_out={out}",
+        f"--descriptor_set_out={out / SOURCE_INFO}",
+        "--include_source_info",
         *sources,
     ]
     if protoc.main(args) != 0:
