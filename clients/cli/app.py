@@ -11,17 +11,18 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from clients.cli import serve
+from clients.cli import publish, serve, simulate, status, subscribe
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = [serve]
+COMMANDS = [publish, subscribe, status, simulate, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every subcommand."""
     parser = argparse.ArgumentParser(
-        prog="clearpath", description="ClearPath Realtime: publish, subscribe, serve."
+        prog="clearpath",
+        description="ClearPath Realtime: publish, subscribe, simulate, status, serve.",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
