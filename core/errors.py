@@ -4,6 +4,8 @@
 
     RealtimeError
     ├── InvalidArgument      bad input: INVALID_ARGUMENT / error frame ``invalid_message``
+    │   ├── UnknownTopic     ``unknown_subscription_type``
+    │   └── InvalidJson      (bridge) ``invalid_json``
     ├── Unauthenticated      no or bad credentials: UNAUTHENTICATED / ``unauthorized``, close 4001
     ├── PermissionDenied     not allowed: PERMISSION_DENIED / ``forbidden``
     ├── ResourceExhausted    a limit was hit: RESOURCE_EXHAUSTED
@@ -29,6 +31,7 @@ __all__ = [
     "SlowConsumer",
     "Unauthenticated",
     "Unavailable",
+    "UnknownTopic",
 ]
 
 
@@ -51,6 +54,12 @@ class InvalidArgument(RealtimeError):
 
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
     ws_error = "invalid_message"
+
+
+class UnknownTopic(InvalidArgument):
+    """A subscription type that does not exist."""
+
+    ws_error = "unknown_subscription_type"
 
 
 class Unauthenticated(RealtimeError):

@@ -42,7 +42,7 @@ class Subscription(Generic[T]):
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
-        self.topics = frozenset(topics)
+        self.topics = set(topics)
         self.capacity = capacity
         self.accepts = accepts
         self.queue: deque[T] = deque()
@@ -86,19 +86,32 @@ class Hub(Generic[T]):
 
     def add(self, sub: Subscription[T]) -> None:
         """Start delivering the topics of ``sub`` to it."""
-        for topic in sub.topics:
-            subs = self._by_topic.setdefault(topic, [])
-            if sub not in subs:
-                subs.append(sub)
+        for topic in list(sub.topics):
+            self.subscribe(sub, topic)
 
     def remove(self, sub: Subscription[T]) -> None:
         """Stop delivering to ``sub``; harmless if it was never added."""
         for topic in sub.topics:
-            subs = self._by_topic.get(topic)
-            if subs and sub in subs:
-                subs.remove(sub)
-                if not subs:
-                    del self._by_topic[topic]
+            self._unindex(sub, topic)
+
+    def subscribe(self, sub: Subscription[T], topic: int) -> None:
+        """Add one topic to an added subscription; harmless if it has it."""
+        sub.topics.add(topic)
+        subs = self._by_topic.setdefault(topic, [])
+        if sub not in subs:
+            subs.append(sub)
+
+    def unsubscribe(self, sub: Subscription[T], topic: int) -> None:
+        """Remove one topic from a subscription; harmless if it lacks it."""
+        sub.topics.discard(topic)
+        self._unindex(sub, topic)
+
+    def _unindex(self, sub: Subscription[T], topic: int) -> None:
+        subs = self._by_topic.get(topic)
+        if subs and sub in subs:
+            subs.remove(sub)
+            if not subs:
+                del self._by_topic[topic]
 
     def dispatch(self, item: T) -> int:
         """Offer ``item`` to every subscription of its topic; the number that took it."""

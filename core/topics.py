@@ -7,7 +7,7 @@ Names are the JSON/WebSocket spellings: ``package_updates`` for
 from __future__ import annotations
 
 from clearpath.realtime.v1 import events_pb2 as pb
-from core.errors import InvalidArgument
+from core.errors import InvalidArgument, UnknownTopic
 
 __all__ = [
     "EVENT_TYPES",
@@ -54,11 +54,11 @@ def topic_name(topic: int) -> str:
 def topic_from_name(name: str) -> int:
     """The topic called ``name`` (``anomalies`` or ``TOPIC_ANOMALIES``).
 
-    Raises InvalidArgument listing the valid names otherwise.
+    Raises UnknownTopic (an InvalidArgument) listing the valid names otherwise.
     """
     key = name.strip().lower().removeprefix("topic_")
     try:
         return _BY_NAME[key]
     except KeyError:
         valid = ", ".join(TOPIC_NAMES.values())
-        raise InvalidArgument(f"unknown subscription type {name!r}; valid: {valid}") from None
+        raise UnknownTopic(f"unknown subscription type {name!r}; valid: {valid}") from None

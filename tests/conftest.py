@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 import pytest
 
+from bridge.app import BridgeNode
+from bridge.config import BridgeSettings
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
 from core.config import CoreSettings
 from core.server import CoreNode
@@ -44,3 +47,32 @@ async def stub(core: CoreNode) -> AsyncIterator[sgrpc.RealtimeServiceAsyncStub]:
     """A real gRPC client of ``core``."""
     async with grpc.aio.insecure_channel(core.address) as channel:
         yield sgrpc.RealtimeServiceStub(channel)
+
+
+StartBridge = Callable[..., Awaitable[BridgeNode]]
+
+
+@pytest.fixture
+async def start_bridge() -> AsyncIterator[StartBridge]:
+    """Start real bridges on free loopback ports, connected to a core; stopped at teardown."""
+    nodes: list[BridgeNode] = []
+
+    async def start(core: str, **overrides: Any) -> BridgeNode:
+        settings = BridgeSettings(
+            **{"port": 0, "core": core, "static_dir": None, "reconnect_max": 0.5, **overrides}
+        )
+        node = BridgeNode(settings)
+        await node.start()
+        nodes.append(node)
+        await asyncio.wait_for(node.bridge.upstream.wait_connected(), 10)
+        return node
+
+    yield start
+    for node in nodes:
+        await node.stop()
+
+
+@pytest.fixture
+async def bridge(core: CoreNode, start_bridge: StartBridge) -> BridgeNode:
+    """A bridge connected to ``core``, with fast pings."""
+    return await start_bridge(core.address, ping_interval=5)

@@ -88,3 +88,17 @@ def test_remove_is_idempotent_and_counts_follow() -> None:
     assert hub.count(1) == 0
     assert hub.dispatch((1, "x")) == 0
     assert hub.subscriptions() == set()
+
+
+def test_topics_can_be_added_and_removed_one_at_a_time() -> None:
+    hub: Hub[tuple[int, str]] = Hub(by_first)
+    sub, _ = make(set(), capacity=10)
+    hub.add(sub)
+    hub.subscribe(sub, 2)
+    hub.subscribe(sub, 2)
+    assert hub.dispatch((2, "a")) == 1
+    hub.unsubscribe(sub, 2)
+    hub.unsubscribe(sub, 2)
+    assert hub.dispatch((2, "b")) == 0
+    assert sub.drain() == [(2, "a")]
+    assert sub.topics == set()

@@ -1,0 +1,46 @@
+"""Frames the bridge sends: each encoded once, the same bytes for every socket."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from clearpath.realtime.v1 import events_pb2 as pb
+from core.codec import encode_frame, event_to_frame
+
+__all__ = ["Frame", "control", "event_frame", "now"]
+
+
+class Frame:
+    """Encoded JSON text of one frame, with the stream position of its event.
+
+    Control frames have topic 0 and offset 0.
+    """
+
+    __slots__ = ("data", "epoch", "offset", "topic")
+
+    def __init__(self, data: bytes, topic: int = 0, offset: int = 0, epoch: str = "") -> None:
+        self.data = data
+        self.topic = topic
+        self.offset = offset
+        self.epoch = epoch
+
+
+def now() -> str:
+    """The current time, RFC 3339 UTC with milliseconds, ending in Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def control(kind: str, data: dict[str, Any] | None = None) -> Frame:
+    """A control frame: ``{"type": kind, "data": data, "timestamp": now}``."""
+    return Frame(encode_frame({"type": kind, "data": data or {}, "timestamp": now()}))
+
+
+def event_frame(event: pb.Event) -> Frame:
+    """The frame of a published event (see :func:`core.codec.event_to_frame`)."""
+    return Frame(
+        encode_frame(event_to_frame(event)),
+        event.topic,
+        event.position.offset,
+        event.position.epoch,
+    )

@@ -1,0 +1,99 @@
+"""What browsers may send, as pydantic models; anything else is refused with a clear error."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from core.errors import InvalidArgument
+
+__all__ = [
+    "ClientMessage",
+    "InvalidJson",
+    "Ping",
+    "Position",
+    "Subscribe",
+    "Unsubscribe",
+    "parse",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Position(_Strict):
+    """The last position a client saw on a topic."""
+
+    offset: Annotated[int, Field(ge=0, lt=2**64)]
+    epoch: Annotated[str, Field(max_length=64)]
+
+
+class TopicData(_Strict):
+    subscription_type: Annotated[str, Field(max_length=64)]
+
+
+class SubscribeData(TopicData):
+    since: Position | None = None
+
+
+class Subscribe(_Strict):
+    """``{"type": "subscribe", "data": {"subscription_type": ..., "since": {...}?}}``"""
+
+    type: Literal["subscribe"]
+    data: SubscribeData
+
+
+class Unsubscribe(_Strict):
+    """``{"type": "unsubscribe", "data": {"subscription_type": ...}}``"""
+
+    type: Literal["unsubscribe"]
+    data: TopicData
+
+
+class Ping(_Strict):
+    """``{"type": "ping", "data": {}}``; answered with a ``pong`` frame."""
+
+    type: Literal["ping"]
+    data: dict[str, object] = Field(default_factory=dict, max_length=16)
+
+
+ClientMessage = Annotated[Subscribe | Unsubscribe | Ping, Field(discriminator="type")]
+_ADAPTER: TypeAdapter[Subscribe | Unsubscribe | Ping] = TypeAdapter(ClientMessage)
+
+
+class InvalidJson(InvalidArgument):
+    """The message is not JSON at all."""
+
+    ws_error = "invalid_json"
+
+
+def parse(text: str) -> Subscribe | Unsubscribe | Ping:
+    """The client message in ``text``; InvalidJson or InvalidArgument (``invalid_message``)."""
+    try:
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJson(f"message is not valid JSON: {exc.msg}") from None
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise InvalidArgument(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"]) or "message"
+    if first["type"] == "union_tag_invalid":
+        return "type: must be one of subscribe, unsubscribe, ping"
+    if first["type"] == "union_tag_not_found":
+        return "type: required (subscribe, unsubscribe or ping)"
+    if first["type"] == "model_type" and where == "message":
+        return "message must be a JSON object with type and data"
+    # Drop the union tag pydantic puts first, e.g. "subscribe.data.since".
+    parts = where.split(".", 1)
+    where = (
+        parts[1] if len(parts) == 2 and parts[0] in {"subscribe", "unsubscribe", "ping"} else where
+    )
+    return f"{where}: {first['msg']}"
