@@ -1,22 +1,29 @@
-# ClearPath Realtime: `make run` sets up and runs the embedded system, `make test` sets up and runs every check.
+# ClearPath Realtime.
+#   make run    set everything up, then run core + bridge + simulator (dashboard: http://localhost:8000)
+#   make test   set everything up, then run every check and test (what .ci/run runs)
 SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system python node proto proto-check lint test run bench clean
+.PHONY: setup setup-run system python node web proto proto-check proto-breaking lint \
+        test test-python test-web test-e2e bench bench-smoke run clean
 
-setup: system python node
+setup-run: python node web
+setup: system setup-run
 
-# Debian packages the tests drive for real: redis-server and headless Chromium.
+# Debian packages the tests drive for real: headless Chromium (browser tests) and
+# redis-server (scale-out). Installed only when missing.
 system:
 	@missing=""; \
-	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 python: $(VENV)/.installed
@@ -27,9 +34,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 node: node_modules/.installed
-node_modules/.installed: package.json package-lock.json $(wildcard clients/web/package.json)
+node_modules/.installed: package.json package-lock.json clients/web/package.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The dashboard the bridge serves at / (clients/web/dist).
+web: node
+	npm -w clients/web run build --silent
 
 proto: python
 	$(BIN)/python scripts/gen_protos.py
@@ -38,15 +49,34 @@ proto-check: python node
 	$(BIN)/python scripts/gen_protos.py --check
 	npx buf lint
 
+# Wire and source compatibility of protos/ against main (run on a branch).
+proto-breaking: node
+	npx buf breaking --against '.git#branch=main'
+
 lint: python
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: setup proto-check lint
+test-python: python
 	$(BIN)/pytest
 
-run: setup
+test-web: node
+	npm -w clients/web run typecheck
+	npm -w clients/web test
+
+test-e2e: setup
+	npm -w clients/web run e2e
+
+bench-smoke: python
+	$(BIN)/python -m bench --quick --require clearpath
+
+test: setup proto-check lint test-python test-web test-e2e bench-smoke
+
+bench: setup-run
+	$(BIN)/python -m bench
+
+run: setup-run
 	$(BIN)/clearpath serve --simulate
 
 clean:

@@ -183,7 +183,9 @@ def event_from_frame(frame: Mapping[str, Any], where: str = "event") -> pb.Event
     """
     if not isinstance(frame, Mapping):
         raise InvalidArgument(f"{where}: must be a JSON object")
-    unknown = set(frame) - {"type", "data", "id", "timestamp", "subscription_type"}
+    # subscription_type and position are what a subscriber saw; publishing ignores them,
+    # so frames printed by `clearpath subscribe` can be published again.
+    unknown = set(frame) - {"type", "data", "id", "timestamp", "subscription_type", "position"}
     if unknown:
         raise InvalidArgument(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     kind = frame.get("type")
