@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
     serve.add_argument(
         "--simulate", action="store_true", help="also publish simulated logistics traffic"
     )
-    serve.add_argument("--rate", type=float, default=20.0, help="simulated events per second")
+    serve.add_argument("--rate", type=float, default=50.0, help="simulated events per second")
     serve.add_argument("--seed", type=int, help="simulator seed (reproducible traffic)")
     serve.set_defaults(handler=run_serve)
 
