@@ -12,6 +12,7 @@ from pathlib import Path
 __all__ = [
     "CpuPlan",
     "TreeSample",
+    "child_env",
     "cores_busy",
     "machine_info",
     "plan_cpus",
@@ -20,6 +21,20 @@ __all__ = [
 ]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+_REPO = str(Path(__file__).resolve().parent.parent)
+
+
+def child_env() -> dict[str, str]:
+    """The environment for child processes: unbuffered, and ``bench`` importable
+    whatever the working directory (``python bench/run.py`` from elsewhere)."""
+    path = os.environ.get("PYTHONPATH", "")
+    return dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=_REPO + (os.pathsep + path if path else ""),
+    )
+
+
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 

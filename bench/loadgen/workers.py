@@ -11,6 +11,8 @@ import signal
 import sys
 from typing import Any
 
+from bench.sysinfo import child_env
+
 __all__ = ["WorkerGroup", "WorkerProc"]
 
 
@@ -37,6 +39,7 @@ class WorkerProc:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
             limit=64 * 1024 * 1024,
+            env=child_env(),
         )
         return cls(proc)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bench.loadgen.publisher import PublishSpec
+from bench.sysinfo import child_env
 
 __all__ = [
     "Endpoint",
@@ -134,7 +135,7 @@ class ServerProcess:
         argv = self.target.command()
         if self.cpus:
             argv = [sys.executable, "-c", _PIN, ",".join(map(str, sorted(self.cpus))), *argv]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = child_env()
         self.target.reset()
         try:
             self.proc = await asyncio.create_subprocess_exec(
