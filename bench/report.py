@@ -283,7 +283,8 @@ def to_markdown(doc: dict[str, Any]) -> str:
     lines += _md_g2(summary)
     lines += [
         "⚠ marks a row where the load generator may have been the bottleneck "
-        f"(its core ≥ {_LOADGEN_HOT:.0f} % busy by /proc/stat, or subscribers + publisher ≥ {_LOADGEN_HOT:.0f} % of a core, or > 1 MiB unread in the subscribers' "
+        f"(its core ≥ {_LOADGEN_HOT:.0f} % busy by /proc/stat, or subscribers + publisher "
+        f"≥ {_LOADGEN_HOT:.0f} % of a core, or > 1 MiB unread in the subscribers' "
         "sockets at the end of the window). `others on server core %` is CPU time that "
         "other processes took on the server's core during the window: machine noise.",
         "",
