@@ -27,7 +27,7 @@ import grpc
 from aiohttp import WSMsgType, web
 
 from bridge.config import BridgeSettings
-from bridge.connection import Connection, TokenBucket
+from bridge.connection import Connection, Flusher, TokenBucket
 from bridge.frames import Frame, control, event_frame
 from bridge.messages import Ping, Position, Subscribe, parse
 from bridge.upstream import Upstream
@@ -62,6 +62,7 @@ class Bridge:
     def __init__(self, settings: BridgeSettings) -> None:
         self.settings = settings
         self.hub: Hub[Frame] = Hub(_frame_topic)
+        self.flusher = Flusher(settings.flush_delay)
         self.upstream = Upstream(settings, self.hub.dispatch)
         self.connections: dict[str, Connection] = {}
         self.started = time.time()
@@ -108,6 +109,7 @@ class Bridge:
             batch=request.query.get("batch") in ("1", "true"),
             close_timeout=settings.close_timeout,
             bucket=TokenBucket(settings.rate_limit, settings.rate_burst, time.monotonic()),
+            flusher=self.flusher,
         )
         self.connections[conn.id] = conn
         self.hub.add(conn.sub)
@@ -130,7 +132,6 @@ class Bridge:
                 self.hub.subscribe(conn.sub, topic)
         for topic, since in resume.items():
             self._start_resume(conn, topic, since)
-        conn.start()
         try:
             await self._receive(conn)
         finally:

@@ -24,6 +24,9 @@ class BridgeSettings(BaseSettings):
     send_queue_size: int = Field(
         1024, ge=1, description="frames queued per socket before it is closed as too slow"
     )
+    flush_delay: float = Field(
+        0.0, ge=0, le=1, description="seconds to gather frames before writing (0: next loop turn)"
+    )
     cache_size: int = Field(
         1000, ge=0, description="recent frames kept per topic to resume browsers without the core"
     )

@@ -1,13 +1,18 @@
-"""One browser socket: its subscription, bounded send queue and writer.
+"""One browser socket: its subscription, bounded send queue and flushing.
 
-Frames reach the socket only through its :class:`core.hub.Subscription`
-(capacity ``send_queue_size``). One writer task drains it; when the client
-opted in with ``?batch=1`` everything pending goes out as one JSON array
-frame. Overflow policy: a socket whose queue overflows is sent an ``error``
-frame ``slow_consumer`` and closed with 1013 (try again later) — its client
-reconnects and resumes from the last position it saw. If even that cannot be
-written within ``close_timeout`` the TCP connection is aborted. Other sockets
-are never delayed: the hub only appends to queues.
+Frames reach a socket only through its :class:`core.hub.Subscription`
+(capacity ``send_queue_size``). There is no task per socket: when a queue
+becomes non-empty the socket is marked dirty, and the :class:`Flusher` writes
+everything pending for each dirty socket in one ``transport.write`` per loop
+turn — many WebSocket frames in one TCP write, each frame's bytes built once
+for every socket (or, with ``?batch=1``, one JSON array frame).
+
+Backpressure and overflow policy: while a socket's transport buffer is above
+its high-water mark the socket is paused and frames wait in its queue. A
+queue that overflows gets an ``error`` frame ``slow_consumer`` and a close
+with 1013 (try again later); its client reconnects and resumes from the last
+position it saw. A peer that does not read even that is aborted after
+``close_timeout``. Other sockets are never delayed: the hub only appends.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bridge.frames import Frame, control
+from bridge.frames import Frame, control, text_frame
 from core.errors import RealtimeError, SlowConsumer
 from core.hub import Subscription
+from core.topics import TOPIC_NAMES
 
-__all__ = ["Connection", "TokenBucket"]
+__all__ = ["Connection", "Flusher", "TokenBucket"]
 
 log = logging.getLogger("clearpath.bridge")
 
@@ -51,8 +57,59 @@ class TokenBucket:
         return False
 
 
+class Flusher:
+    """Writes dirty sockets once per loop turn (or after ``delay`` seconds, to
+    coalesce more frames per write under load)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self._delay = delay
+        self._dirty: dict[Connection, None] = {}
+        self._handle: asyncio.Handle | None = None
+
+    def mark(self, conn: Connection) -> None:
+        """Flush ``conn`` soon."""
+        self._dirty[conn] = None
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            if self._delay > 0:
+                self._handle = loop.call_later(self._delay, self._flush)
+            else:
+                self._handle = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._handle = None
+        dirty, self._dirty = self._dirty, {}
+        for conn in dirty:
+            conn.flush()
+
+
 class Connection:
     """A connected socket and what the bridge knows of it."""
+
+    __slots__ = (
+        "__weakref__",
+        "_close_timeout",
+        "_closing",
+        "_flusher",
+        "_paused",
+        "_protocol",
+        "_space",
+        "_transport",
+        "batch",
+        "bucket",
+        "close_reason",
+        "connected_at",
+        "delivered_topics",
+        "endpoint",
+        "frames_dropped",
+        "frames_sent",
+        "id",
+        "remote",
+        "resumes",
+        "sub",
+        "user",
+        "ws",
+    )
 
     def __init__(
         self,
@@ -64,6 +121,7 @@ class Connection:
         batch: bool,
         close_timeout: float,
         bucket: TokenBucket,
+        flusher: Flusher,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.ws = ws
@@ -80,20 +138,17 @@ class Connection:
         self.resumes: dict[int, asyncio.Task[None]] = {}
         self.sub: Subscription[Frame] = Subscription((), queue_size, self._ready)
         self._transport = request.transport
+        self._protocol = request.protocol
+        self._flusher = flusher
         self._close_timeout = close_timeout
-        self._wake = asyncio.Event()
-        self._space = asyncio.Event()
+        self._space: asyncio.Event | None = None
+        self._paused = False
         self._closing = False
-        self._writer: asyncio.Task[None] | None = None
 
     @property
     def closing(self) -> bool:
         """True once the socket is being closed."""
         return self._closing
-
-    def start(self) -> None:
-        """Start the writer."""
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
 
     def send(self, frame: Frame) -> None:
         """Queue one frame (control frames and replays; events come through the hub)."""
@@ -108,6 +163,8 @@ class Connection:
         half = max(1, self.sub.capacity // 2)
         for start in range(0, len(frames), half):
             while len(self.sub.queue) > half and not self._closing:
+                if self._space is None:
+                    self._space = asyncio.Event()
                 self._space.clear()
                 await self._space.wait()
             if self._closing:
@@ -117,8 +174,6 @@ class Connection:
 
     def info(self) -> dict[str, Any]:
         """This connection in ``/ws/connections``."""
-        from core.topics import TOPIC_NAMES
-
         return {
             "id": self.id,
             "endpoint": self.endpoint,
@@ -131,38 +186,49 @@ class Connection:
         }
 
     def _ready(self) -> None:
-        if self.sub.overflowed and not self._closing:
-            error = SlowConsumer(
-                f"more than {self.sub.capacity} frames waiting; "
-                "reconnect and resume from your last position"
-            )
-            asyncio.get_running_loop().create_task(self.fail(error))
-        self._wake.set()
+        if self.sub.overflowed:
+            if not self._closing:
+                error = SlowConsumer(
+                    f"more than {self.sub.capacity} frames waiting; "
+                    "reconnect and resume from your last position"
+                )
+                asyncio.get_running_loop().create_task(self.fail(error))
+            return
+        self._flusher.mark(self)
 
-    async def _write_loop(self) -> None:
-        try:
-            await self._write()
-        except ConnectionError as exc:  # the peer went away; the reader cleans up
-            log.debug("connection %s: write failed: %r", self.id, exc)
-
-    async def _write(self) -> None:
-        ws = self.ws
-        while not self._closing:
-            await self._wake.wait()
-            self._wake.clear()
-            frames = self.sub.drain()
+    def flush(self) -> None:
+        """Write everything queued in one transport write, unless paused or closing."""
+        if self._paused or self._closing:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        frames = self.sub.drain()
+        if not frames:
+            return
+        for frame in frames:
+            if frame.topic:
+                self.delivered_topics.add(frame.topic)
+        if self.batch and len(frames) > 1:
+            transport.write(text_frame(b"[" + b",".join(f.data for f in frames) + b"]"))
+        else:
+            transport.write(b"".join(f.wire for f in frames))
+        self.frames_sent += len(frames)
+        if self._space is not None:
             self._space.set()
-            if not frames or self._closing:
-                continue
-            for frame in frames:
-                if frame.topic:
-                    self.delivered_topics.add(frame.topic)
-            if self.batch and len(frames) > 1:
-                await ws.send_frame(b"[" + b",".join(f.data for f in frames) + b"]", WSMsgType.TEXT)
-            else:
-                for frame in frames:
-                    await ws.send_frame(frame.data, WSMsgType.TEXT)
-            self.frames_sent += len(frames)
+        if self._protocol is not None and self._protocol.writing_paused:
+            self._paused = True
+            asyncio.get_running_loop().create_task(self._resume_when_drained())
+
+    async def _resume_when_drained(self) -> None:
+        try:
+            # aiohttp's protocol resolves this when the transport's buffer drains.
+            await self._protocol._drain_helper()
+        except ConnectionError:
+            return  # the peer went away; the reader cleans up
+        self._paused = False
+        if self.sub.queue:
+            self._flusher.mark(self)
 
     async def fail(self, error: RealtimeError) -> None:
         """Send ``error`` as an error frame, then close with its close code."""
@@ -175,12 +241,11 @@ class Connection:
             return
         self._closing = True
         self.close_reason = reason
-        self._space.set()
+        if self._space is not None:
+            self._space.set()
         self.frames_dropped += len(self.sub.queue)
         self.sub.close()
         self.sub.queue.clear()
-        if self._writer is not None and self._writer is not asyncio.current_task():
-            self._writer.cancel()
         # A peer that stopped reading never answers the close frame: abort its
         # TCP connection if it is still open after close_timeout.
         asyncio.get_running_loop().call_later(self._close_timeout, self._abort)
@@ -203,10 +268,11 @@ class Connection:
             self._transport.abort()
 
     async def stop_tasks(self) -> None:
-        """Cancel the writer and any resume in progress; wait for them."""
+        """Cancel any resume in progress and wait for it."""
         self._closing = True
-        self._space.set()
-        tasks = [t for t in (self._writer, *self.resumes.values()) if t is not None]
+        if self._space is not None:
+            self._space.set()
+        tasks = list(self.resumes.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime
 from typing import Any
 
 from clearpath.realtime.v1 import events_pb2 as pb
 from core.codec import encode_frame, event_to_frame
 
-__all__ = ["Frame", "control", "event_frame", "now"]
+__all__ = ["Frame", "control", "event_frame", "now", "text_frame"]
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A whole WebSocket text frame (RFC 6455 §5.2) as a server sends it: FIN, opcode 1,
+    no mask, no compression — the same bytes for every socket."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
 
 
 class Frame:
-    """Encoded JSON text of one frame, with the stream position of its event.
+    """One frame: its JSON text, its bytes on the wire, and the stream position of
+    its event (control frames have topic 0 and offset 0). Built once, sent to many."""
 
-    Control frames have topic 0 and offset 0.
-    """
-
-    __slots__ = ("data", "epoch", "offset", "topic")
+    __slots__ = ("data", "epoch", "offset", "topic", "wire")
 
     def __init__(self, data: bytes, topic: int = 0, offset: int = 0, epoch: str = "") -> None:
         self.data = data
+        self.wire = text_frame(data)
         self.topic = topic
         self.offset = offset
         self.epoch = epoch
