@@ -62,7 +62,7 @@ class Bridge:
     def __init__(self, settings: BridgeSettings) -> None:
         self.settings = settings
         self.hub: Hub[Frame] = Hub(_frame_topic)
-        self.flusher = Flusher(settings.flush_delay)
+        self.flusher = Flusher(settings.flush_interval)
         self.upstream = Upstream(settings, self.hub.dispatch)
         self.connections: dict[str, Connection] = {}
         self.started = time.time()

@@ -24,8 +24,11 @@ class BridgeSettings(BaseSettings):
     send_queue_size: int = Field(
         1024, ge=1, description="frames queued per socket before it is closed as too slow"
     )
-    flush_delay: float = Field(
-        0.0, ge=0, le=1, description="seconds to gather frames before writing (0: next loop turn)"
+    flush_interval: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="at most one write per socket per this many seconds (0: every loop turn)",
     )
     cache_size: int = Field(
         1000, ge=0, description="recent frames kept per topic to resume browsers without the core"

@@ -31,6 +31,10 @@ __all__ = ["Upstream", "backoff_delays"]
 
 log = logging.getLogger("clearpath.bridge.upstream")
 
+# Events per upstream message when the core has several waiting: one gRPC message
+# per batch instead of per event.
+_BATCH = 500
+
 _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -135,11 +139,15 @@ class Upstream:
 
     async def _stream(self) -> None:
         since = [spb.TopicPosition(topic=t, position=p) for t, p in self.positions.items()]  # type: ignore[arg-type]
-        call = self._stub.Subscribe(spb.SubscribeRequest(topics=TOPICS, since=since))  # type: ignore[arg-type]
+        request = spb.SubscribeRequest(topics=TOPICS, since=since, max_batch=_BATCH)  # type: ignore[arg-type]
+        call = self._stub.Subscribe(request)
         try:
             async for message in call:
                 kind = message.WhichOneof("kind")
-                if kind == "event":
+                if kind == "batch":
+                    for event in message.batch.events:
+                        self._deliver(event)
+                elif kind == "event":
                     self._deliver(message.event)
                 elif kind == "confirmed":
                     self._confirmed(message.confirmed)

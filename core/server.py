@@ -10,13 +10,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2 as spb
-from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
 from core.broker import Broker, create_broker
 from core.config import CoreSettings
 from core.hub import Hub
-from core.service import RealtimeService, topic_of
+from core.service import RealtimeService, add_to_server, topic_of
+from core.wire import Delivery
 
 __all__ = ["SERVICE_NAME", "CoreNode", "create_server", "serve"]
 
@@ -45,7 +44,7 @@ def create_server(
     ``settings.host:settings.port`` but not started; returns it, the bound port
     (useful with port 0) and its health servicer."""
     server = grpc.aio.server(options=server_options(settings))
-    sgrpc.add_RealtimeServiceServicer_to_server(service, server)
+    add_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -63,7 +62,7 @@ class CoreNode:
         self.broker = broker or create_broker(
             settings.broker_url, history_size=settings.history_size
         )
-        self.hub: Hub[pb.Event] = Hub(topic_of)
+        self.hub: Hub[Delivery] = Hub(topic_of)
         self.service = RealtimeService(settings, self.broker, self.hub)
         self.server, self.port, self._health = create_server(settings, self.service)
 
@@ -75,7 +74,8 @@ class CoreNode:
 
     async def start(self) -> None:
         """Connect the broker and start serving."""
-        await self.broker.start(self.hub.dispatch)
+        hub = self.hub
+        await self.broker.start(lambda event: hub.dispatch(Delivery(event)))
         await self.server.start()
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)

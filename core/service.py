@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import grpc
 
@@ -15,26 +16,50 @@ from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
 from core.broker import Broker
 from core.config import CoreSettings
 from core.errors import InvalidArgument, RealtimeError, ResourceExhausted, SlowConsumer
-from core.filters import build_matcher
+from core.filters import Matcher, build_matcher
 from core.hub import Hub, Subscription
 from core.topics import TOPIC_NAMES, topic_name
 from core.validation import Limits, prepare_events
+from core.wire import Delivery, batch_response
 
-__all__ = ["RealtimeService", "topic_of"]
+__all__ = ["RealtimeService", "add_to_server", "topic_of"]
 
 log = logging.getLogger("clearpath.core")
 
 
-def topic_of(event: pb.Event) -> int:
-    """The hub's key for an event."""
-    return event.topic
+def topic_of(delivery: Delivery) -> int:
+    """The hub's key for a delivery."""
+    return delivery.event.topic
+
+
+def _serialize(response: bytes | spb.SubscribeResponse) -> bytes:
+    # Events arrive already serialized (see core.wire); other messages do not.
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def add_to_server(service: RealtimeService, server: grpc.aio.Server) -> None:
+    """Register ``service``; Subscribe streams pre-serialized responses."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "Publish": grpc.unary_unary_rpc_method_handler(
+            service.Publish,
+            request_deserializer=spb.PublishRequest.FromString,
+            response_serializer=spb.PublishResponse.SerializeToString,
+        ),
+        "Subscribe": grpc.unary_stream_rpc_method_handler(
+            service.Subscribe,
+            request_deserializer=spb.SubscribeRequest.FromString,
+            response_serializer=_serialize,
+        ),
+    }
+    name = spb.DESCRIPTOR.services_by_name["RealtimeService"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
 
 
 class RealtimeService(sgrpc.RealtimeServiceServicer):
     """Publish validates and hands events to the broker; Subscribe streams a hub
     subscription. Errors from :mod:`core.errors` become gRPC statuses here, once."""
 
-    def __init__(self, settings: CoreSettings, broker: Broker, hub: Hub[pb.Event]) -> None:
+    def __init__(self, settings: CoreSettings, broker: Broker, hub: Hub[Delivery]) -> None:
         self._settings = settings
         self._broker = broker
         self._hub = hub
@@ -65,11 +90,11 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             ]
         )
 
-    async def Subscribe(
+    async def Subscribe(  # type: ignore[override]  # yields pre-serialized events too
         self,
         request: spb.SubscribeRequest,
         context: grpc.aio.ServicerContext[spb.SubscribeRequest, spb.SubscribeResponse],
-    ) -> AsyncIterator[spb.SubscribeResponse]:
+    ) -> AsyncIterator[spb.SubscribeResponse | bytes]:
         try:
             topics, since = _parse_topics(request)
             matcher = build_matcher(request.filter)
@@ -80,15 +105,17 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         except RealtimeError as exc:
             await context.abort(exc.grpc_code, str(exc))
         ready = asyncio.Event()
-        sub: Subscription[pb.Event] = Subscription(
-            topics, self._settings.queue_size, ready.set, matcher
+        accepts = None if matcher is None else _on_event(matcher)
+        sub: Subscription[Delivery] = Subscription(
+            topics, self._settings.queue_size, ready.set, accepts
         )
         sub_id = uuid.uuid4().hex[:12]
         self._hub.add(sub)
         self.streams += 1
         log.info("subscribe %s topics=%s", sub_id, [TOPIC_NAMES[t] for t in topics])
         try:
-            async for response in self._stream(sub, sub_id, topics, since, ready):
+            batch = max(1, request.max_batch)
+            async for response in self._stream(sub, sub_id, topics, since, ready, batch, matcher):
                 yield response
         except RealtimeError as exc:
             log.info("subscription %s ended: %s", sub_id, exc)
@@ -99,34 +126,40 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
 
     async def _stream(
         self,
-        sub: Subscription[pb.Event],
+        sub: Subscription[Delivery],
         sub_id: str,
         topics: list[int],
         since: dict[int, pb.StreamPosition],
         ready: asyncio.Event,
-    ) -> AsyncIterator[spb.SubscribeResponse]:
+        batch: int,
+        matcher: Matcher | None,
+    ) -> AsyncIterator[spb.SubscribeResponse | bytes]:
         # The subscription is live before history is read, so nothing published
         # in between is missed; what arrives twice is skipped by offset below.
         confirmed = spb.SubscriptionConfirmed(subscription_id=sub_id)
-        backlog: list[pb.Event] = []
+        backlog: list[Delivery] = []
         last: dict[int, pb.StreamPosition] = {}
         for topic in topics:
             found = await self._broker.history(topic, since.get(topic))
             confirmed.topics.append(
                 spb.TopicState(topic=topic, position=found.position, recovered=found.recovered)  # type: ignore[arg-type]
             )
-            backlog.extend(e for e in found.events if sub.accepts is None or sub.accepts(e))
+            backlog.extend(Delivery(e) for e in found.events if matcher is None or matcher(e))
             last[topic] = found.position
         yield spb.SubscribeResponse(confirmed=confirmed)
-        for event in backlog:
-            yield spb.SubscribeResponse(event=event)
+        for chunk in _chunks(backlog, batch):
+            yield chunk
         interval = self._settings.heartbeat_interval
         while True:
-            for event in sub.drain():
-                seen = last[event.topic]
-                if event.position.epoch == seen.epoch and event.position.offset <= seen.offset:
+            fresh = []
+            for delivery in sub.drain():
+                seen = last[delivery.event.topic]
+                position = delivery.event.position
+                if position.epoch == seen.epoch and position.offset <= seen.offset:
                     continue
-                yield spb.SubscribeResponse(event=event)
+                fresh.append(delivery)
+            for chunk in _chunks(fresh, batch):
+                yield chunk
             if sub.closed:
                 raise _ShuttingDown()
             if sub.overflowed:
@@ -138,11 +171,27 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             if sub.queue or sub.overflowed or sub.closed:
                 continue
             try:
-                await asyncio.wait_for(ready.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await ready.wait()
             except TimeoutError:
                 heartbeat = spb.Heartbeat()
                 heartbeat.time.GetCurrentTime()
                 yield spb.SubscribeResponse(heartbeat=heartbeat)
+
+
+def _on_event(matcher: Matcher) -> Callable[[Delivery], bool]:
+    return lambda delivery: matcher(delivery.event)
+
+
+def _chunks(deliveries: list[Delivery], batch: int) -> Iterator[bytes]:
+    """Serialized responses for ``deliveries``: single events, or batches of at most ``batch``."""
+    if batch == 1:
+        for delivery in deliveries:
+            yield delivery.response()
+        return
+    for start in range(0, len(deliveries), batch):
+        chunk = deliveries[start : start + batch]
+        yield chunk[0].response() if len(chunk) == 1 else batch_response(chunk)
 
 
 class _ShuttingDown(RealtimeError):

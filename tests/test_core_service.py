@@ -299,3 +299,25 @@ async def test_graceful_shutdown_ends_open_streams(start_core: StartCore) -> Non
         assert "shutting down" in (info.value.details() or "")
         with pytest.raises(grpc.aio.AioRpcError):
             await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+
+
+async def test_batches_when_asked(stub: Stub) -> None:
+    call = stub.Subscribe(spb.SubscribeRequest(topics=[pb.TOPIC_PACKAGE_UPDATES], max_batch=10))
+    first = await asyncio.wait_for(call.read(), TIMEOUT)
+    assert isinstance(first, spb.SubscribeResponse)
+    assert first.WhichOneof("kind") == "confirmed"
+    await publish(stub, *(package(f"p{i}") for i in range(25)))
+    got: list[pb.Event] = []
+    sizes = []
+    while len(got) < 25:
+        message = await asyncio.wait_for(call.read(), TIMEOUT)
+        assert isinstance(message, spb.SubscribeResponse)
+        if message.HasField("batch"):
+            sizes.append(len(message.batch.events))
+            got += message.batch.events
+        elif message.HasField("event"):
+            sizes.append(1)
+            got.append(message.event)
+    assert [e.package_update.package_id for e in got] == [f"p{i}" for i in range(25)]
+    assert max(sizes) == 10  # one publish of 25 arrives in messages of at most 10
+    call.cancel()

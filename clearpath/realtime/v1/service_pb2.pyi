@@ -175,6 +175,12 @@ class SubscribeRequest(_message.Message):
     TOPICS_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_FIELD_NUMBER: _builtins.int
+    max_batch: _builtins.int
+    """The most events the core may send in one message (as `batch`) when several
+    are waiting; 0 or 1: one event per message. Batching saves per-message cost
+    for busy consumers such as the WebSocket bridge.
+    """
     @_builtins.property
     def topics(self) -> _containers.RepeatedScalarFieldContainer[_events_pb2.Topic.ValueType]:
         """The topics to receive (at least one; duplicates are ignored)."""
@@ -193,10 +199,11 @@ class SubscribeRequest(_message.Message):
         topics: _abc.Iterable[_events_pb2.Topic.ValueType] | None = ...,
         filter: Global___SubscriptionFilter | None = ...,
         since: _abc.Iterable[Global___TopicPosition] | None = ...,
+        max_batch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "since", b"since", "topics", b"topics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "max_batch", b"max_batch", "since", b"since", "topics", b"topics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -211,6 +218,7 @@ class SubscribeResponse(_message.Message):
     CONFIRMED_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def confirmed(self) -> Global___SubscriptionConfirmed:
         """Always the first message."""
@@ -223,22 +231,51 @@ class SubscribeResponse(_message.Message):
     def heartbeat(self) -> Global___Heartbeat:
         """Sent when the stream has been idle for the heartbeat interval."""
 
+    @_builtins.property
+    def batch(self) -> Global___EventBatch:
+        """Several events, in order, when the subscriber asked for batches."""
+
     def __init__(
         self,
         *,
         confirmed: Global___SubscriptionConfirmed | None = ...,
         event: _events_pb2.Event | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        batch: Global___EventBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["confirmed", b"confirmed", "event", b"event", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "confirmed", b"confirmed", "event", b"event", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirmed", b"confirmed", "event", b"event", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "confirmed", b"confirmed", "event", b"event", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["confirmed", "event", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["confirmed", "event", "heartbeat", "batch"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015
+
+@_typing.final
+class EventBatch(_message.Message):
+    """Events sent together, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.Event]:
+        """The events."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[_events_pb2.Event] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventBatch: _TypeAlias = EventBatch  # noqa: Y015
 
 @_typing.final
 class SubscriptionConfirmed(_message.Message):
