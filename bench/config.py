@@ -19,6 +19,11 @@ class Params:
     w2_subscribers: int
     w2_duration_s: float
     w2_concurrency: int
+    # events per Publish call in W2 for targets that publish over gRPC (HTTP targets take one)
+    w2_batch: int
+    # W2 publishes while fewer than this many events are on their way to the slowest
+    # subscriber: "as fast as delivered", for servers whose Publish returns before fan-out
+    w2_ahead: int
     # W3: idle connections
     w3_connections: int
     # G1: gRPC Publish throughput per batch size
@@ -49,6 +54,8 @@ def full() -> Params:
         w2_subscribers=100,
         w2_duration_s=6.0,
         w2_concurrency=8,
+        w2_batch=20,
+        w2_ahead=2000,
         w3_connections=5000,
         g1_batches=(1, 100),
         g1_duration_s=4.0,
@@ -68,6 +75,8 @@ def quick() -> Params:
         w2_subscribers=20,
         w2_duration_s=1.0,
         w2_concurrency=4,
+        w2_batch=20,
+        w2_ahead=2000,
         w3_connections=200,
         g1_batches=(1, 100),
         g1_duration_s=0.7,

@@ -192,8 +192,9 @@ async def _ws_fanout(ctx: Context, target: Target, n: int, rate: float | None) -
                 ep.ws_publish,
                 paced_rate=rate,
                 duration=duration,
-                batch=1,
+                batch=1 if rate is not None else p.w2_batch,
                 concurrency=p.w2_concurrency,
+                ahead=0 if rate is not None else p.w2_ahead,
             )
     if rate is not None:
         m["offered_deliveries_per_s"] = round(rate * n)
