@@ -27,16 +27,44 @@ def text_frame(payload: bytes) -> bytes:
 
 class Frame:
     """One frame: its JSON text, its bytes on the wire, and the stream position of
-    its event (control frames have topic 0 and offset 0). Built once, sent to many."""
+    its event (control frames have topic 0 and offset 0). Built once, sent to many.
 
-    __slots__ = ("data", "epoch", "offset", "topic", "wire")
+    An event's frame is encoded on first use: events of topics no socket
+    listens to cost no JSON.
+    """
 
-    def __init__(self, data: bytes, topic: int = 0, offset: int = 0, epoch: str = "") -> None:
-        self.data = data
-        self.wire = text_frame(data)
+    __slots__ = ("_data", "_event", "_wire", "epoch", "offset", "topic")
+
+    def __init__(
+        self,
+        data: bytes | None = None,
+        topic: int = 0,
+        offset: int = 0,
+        epoch: str = "",
+        event: pb.Event | None = None,
+    ) -> None:
+        self._data = data
+        self._wire: bytes | None = None
+        self._event = event
         self.topic = topic
         self.offset = offset
         self.epoch = epoch
+
+    @property
+    def data(self) -> bytes:
+        """The frame's JSON text."""
+        if self._data is None:
+            assert self._event is not None
+            self._data = encode_frame(event_to_frame(self._event))
+            self._event = None
+        return self._data
+
+    @property
+    def wire(self) -> bytes:
+        """The whole WebSocket text frame carrying :attr:`data`."""
+        if self._wire is None:
+            self._wire = text_frame(self.data)
+        return self._wire
 
 
 def now() -> str:
@@ -51,9 +79,5 @@ def control(kind: str, data: dict[str, Any] | None = None) -> Frame:
 
 def event_frame(event: pb.Event) -> Frame:
     """The frame of a published event (see :func:`core.codec.event_to_frame`)."""
-    return Frame(
-        encode_frame(event_to_frame(event)),
-        event.topic,
-        event.position.offset,
-        event.position.epoch,
-    )
+    position = event.position
+    return Frame(None, event.topic, position.offset, position.epoch, event)
