@@ -18,6 +18,7 @@ connect and resumed after that position, before live events.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -96,10 +97,9 @@ class Bridge:
             resume = _parse_since(request.query.getall("since", []))
         except InvalidArgument as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
-        ws = web.WebSocketResponse(
-            heartbeat=settings.ping_interval,
-            max_msg_size=settings.max_message_bytes,
-        )
+        # Keepalive is the bridge's (see keepalive): one timer for every socket,
+        # not one per socket; so pings and pongs come to the loop below.
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=settings.max_message_bytes)
         await ws.prepare(request)
         conn = Connection(
             ws,
@@ -133,22 +133,29 @@ class Bridge:
         for topic, since in resume.items():
             self._start_resume(conn, topic, since)
         try:
-            await self._receive(conn)
+            # The receive loop is inline: one coroutine frame per socket, not two.
+            loop = asyncio.get_running_loop()
+            while True:
+                msg = await ws.receive()
+                conn.seen = loop.time()
+                if msg.type == WSMsgType.TEXT:
+                    self._on_text(conn, msg.data)
+                elif msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type == WSMsgType.PONG:
+                    pass
+                elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    break
+                elif msg.type == WSMsgType.BINARY:
+                    log.info("connection %s sent a binary frame; closing 1003", conn.id)
+                    await conn.close(1003, "binary frames are not supported; send JSON text")
+                    break
+                elif msg.type == WSMsgType.ERROR:
+                    conn.close_reason = f"error: {ws.exception()!r}"
+                    break
         finally:
             await self._forget(conn)
         return ws
-
-    async def _receive(self, conn: Connection) -> None:
-        async for msg in conn.ws:
-            if msg.type == WSMsgType.TEXT:
-                self._on_text(conn, msg.data)
-            elif msg.type == WSMsgType.BINARY:
-                log.info("connection %s sent a binary frame; closing 1003", conn.id)
-                await conn.close(1003, "binary frames are not supported; send JSON text")
-                return
-            elif msg.type == WSMsgType.ERROR:
-                conn.close_reason = f"error: {conn.ws.exception()!r}"
-                return
 
     async def _forget(self, conn: Connection) -> None:
         self.hub.remove(conn.sub)
@@ -194,14 +201,14 @@ class Bridge:
                 log.info("connection %s subscribed %s", conn.id, TOPIC_NAMES[topic])
             conn.send(self._subscribed(conn, topic, recovered=True))
             return
-        if live and topic in conn.delivered_topics:
+        if live and conn.delivered(topic):
             # Replaying into a stream that already delivered live events would
             # reorder them; say so instead (resume with ?since= at connect).
             conn.send(self._subscribed(conn, topic, recovered=False))
             return
         if live:
             self.hub.unsubscribe(conn.sub, topic)
-            conn.sub.queue = type(conn.sub.queue)(f for f in conn.sub.queue if f.topic != topic)
+            conn.sub.queue = [f for f in conn.sub.queue if f.topic != topic]
         self._start_resume(conn, topic, pb.StreamPosition(offset=since.offset, epoch=since.epoch))
 
     def _unsubscribe(self, conn: Connection, topic: int) -> None:
@@ -231,6 +238,24 @@ class Bridge:
             },
         )
 
+    # --- keepalive ----------------------------------------------------------------
+
+    async def keepalive(self) -> None:
+        """Every ``ping_interval``: drop sockets that sent nothing (not even a pong)
+        since the previous round's ping, then ping every socket."""
+        interval = self.settings.ping_interval
+        loop = asyncio.get_running_loop()
+        last_round = loop.time()
+        while True:
+            await asyncio.sleep(interval)
+            for conn in list(self.connections.values()):
+                if conn.seen < last_round and not conn.closing:
+                    log.info("connection %s: no pong within %gs; dropping it", conn.id, interval)
+                    conn.abort(f"no pong within {interval:g}s")
+            last_round = loop.time()
+            for conn in self.connections.values():
+                conn.ping()
+
     # --- resume -----------------------------------------------------------------
 
     def _start_resume(self, conn: Connection, topic: int, since: pb.StreamPosition) -> None:
@@ -256,44 +281,57 @@ class Bridge:
         twice and nothing is skipped.
         """
         last, epoch, told = since.offset, since.epoch, False
+        core_latest: pb.StreamPosition | None = None  # the core's answer, once asked
+
+        def tell(recovered: bool, position: pb.StreamPosition | None = None) -> None:
+            nonlocal told
+            if not told or not recovered:
+                conn.send(self._subscribed(conn, topic, recovered=recovered, position=position))
+            told = True
+
         try:
             while True:
                 frames = self.upstream.cached_after(topic, last, epoch)
-                if frames == []:
-                    if not told:
-                        conn.send(self._subscribed(conn, topic, recovered=True))
-                    self.hub.subscribe(conn.sub, topic)
-                    log.info("connection %s resumed %s", conn.id, TOPIC_NAMES[topic])
-                    return
-                if frames is not None:
-                    if not told:
-                        conn.send(self._subscribed(conn, topic, recovered=True))
-                        told = True
+                if frames:
+                    tell(True)
                     await conn.send_many(frames)
                     last = frames[-1].offset
                     continue
+                # Caught up with what the bridge has seen, or ahead of it (the
+                # upstream will bring the rest); or, when the bridge has seen
+                # nothing on the topic yet, caught up with the core's latest.
+                seen = self.upstream.position(topic)
+                behind = bool(seen.epoch) and seen.epoch == epoch and seen.offset <= last
+                quiet = not seen.epoch and core_latest is not None and last >= core_latest.offset
+                if behind or quiet:
+                    if quiet or seen.offset < last:
+                        conn.skip_through(topic, last, epoch)  # upstream frames already sent
+                    tell(True)
+                    self.hub.subscribe(conn.sub, topic)
+                    log.info("connection %s resumed %s", conn.id, TOPIC_NAMES[topic])
+                    return
                 state, events = await self.upstream.history(
                     topic, pb.StreamPosition(offset=last, epoch=epoch)
                 )
                 try:
-                    if not state.recovered or not told:
-                        conn.send(
-                            self._subscribed(
-                                conn, topic, recovered=state.recovered, position=state.position
-                            )
-                        )
-                        told = True
+                    tell(state.recovered, state.position)
                     if not state.recovered:
                         self.hub.subscribe(conn.sub, topic)
                         return
-                    async for event in events:
+                    core_latest = state.position
+                    # Read the core's history until the cache takes over or the
+                    # core's latest (when asked) is reached; never wait on a quiet topic.
+                    while last < core_latest.offset and (
+                        self.upstream.cached_after(topic, last, epoch) is None
+                    ):
+                        event = await anext(events)
                         if event.position.offset > last:
                             await conn.send_many([event_frame(event)])
                             last = event.position.offset
-                        if self.upstream.cached_after(topic, last, epoch) is not None:
-                            break
                 finally:
                     await events.aclose()  # type: ignore[attr-defined]
+        except StopAsyncIteration:
+            conn.send_error(Unavailable("the core ended the history stream; subscribe again"))
         except Unavailable as exc:
             conn.send_error(exc)
         except grpc.aio.AioRpcError as exc:
@@ -329,14 +367,9 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app[_SETTINGS] = settings
     app[_BRIDGE] = bridge
 
-    def endpoint(path: str) -> Any:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            return await bridge.handle(request, path)
-
-        return handler
-
     for path in ENDPOINTS:
-        app.router.add_get(path, endpoint(path))
+        # A partial, not a wrapper coroutine: one frame less per open socket.
+        app.router.add_get(path, functools.partial(bridge.handle, endpoint=path))
 
     async def status(_: web.Request) -> web.Response:
         return web.json_response(bridge.status())
@@ -350,7 +383,10 @@ def create_app(settings: BridgeSettings) -> web.Application:
 
     async def upstream(_: web.Application) -> Any:
         bridge.upstream.start()
+        keepalive = asyncio.create_task(bridge.keepalive(), name="bridge-keepalive")
         yield
+        keepalive.cancel()
+        await asyncio.gather(keepalive, return_exceptions=True)
         await bridge.upstream.stop()
 
     async def going_away(_: web.Application) -> None:

@@ -34,7 +34,9 @@ class BridgeSettings(BaseSettings):
         1000, ge=0, description="recent frames kept per topic to resume browsers without the core"
     )
     ping_interval: float = Field(
-        20.0, gt=0, description="seconds between pings; no pong within half of it closes the socket"
+        20.0,
+        gt=0,
+        description="seconds between pings; a socket silent until the next ping is dropped",
     )
     max_message_bytes: int = Field(
         64 * 1024, ge=256, description="largest client message; larger closes with 1009"

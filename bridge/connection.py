@@ -33,6 +33,8 @@ from core.topics import TOPIC_NAMES
 
 __all__ = ["Connection", "Flusher", "TokenBucket"]
 
+_PING = b"\x89\x00"  # a WebSocket ping frame with no payload
+
 log = logging.getLogger("clearpath.bridge")
 
 
@@ -98,6 +100,8 @@ class Connection:
         "__weakref__",
         "_close_timeout",
         "_closing",
+        "_delivered",
+        "_floors",
         "_flusher",
         "_paused",
         "_protocol",
@@ -107,13 +111,13 @@ class Connection:
         "bucket",
         "close_reason",
         "connected_at",
-        "delivered_topics",
         "endpoint",
         "frames_dropped",
         "frames_sent",
         "id",
         "remote",
         "resumes",
+        "seen",
         "sub",
         "user",
         "ws",
@@ -137,12 +141,13 @@ class Connection:
         self.remote = request.remote or ""
         self.user: str | None = None
         self.connected_at = time.time()
+        self.seen = asyncio.get_running_loop().time()  # when the peer last sent anything
         self.batch = batch
         self.bucket = bucket
         self.frames_sent = 0
         self.frames_dropped = 0
         self.close_reason = ""
-        self.delivered_topics: set[int] = set()
+        self._delivered = 0  # bit t: a frame of topic t was written
         self.resumes: dict[int, asyncio.Task[None]] = {}
         self.sub: Subscription[Frame] = Subscription((), queue_size, self._ready)
         self._transport = request.transport
@@ -150,8 +155,35 @@ class Connection:
         self._flusher = flusher
         self._close_timeout = close_timeout
         self._space: asyncio.Event | None = None
+        self._floors: dict[int, tuple[int, str]] | None = None
         self._paused = False
         self._closing = False
+
+    def skip_through(self, topic: int, offset: int, epoch: str) -> None:
+        """Refuse live frames of ``topic`` up to ``offset`` in ``epoch``: a resume
+        replayed them before the bridge's own stream brought them. Call it after
+        the replay is queued; the check runs at dispatch, for live frames only."""
+        if self._floors is None:
+            self._floors = {}
+        self._floors[topic] = (offset, epoch)
+        self.sub.accepts = self._not_replayed
+
+    def _not_replayed(self, frame: Frame) -> bool:
+        floors = self._floors
+        floor = floors.get(frame.topic) if floors else None
+        if floor is None:
+            return True
+        if frame.epoch == floor[1] and frame.offset <= floor[0]:
+            return False
+        del floors[frame.topic]  # type: ignore[union-attr]
+        if not floors:
+            self._floors = None
+            self.sub.accepts = None
+        return True
+
+    def delivered(self, topic: int) -> bool:
+        """Whether a frame of ``topic`` has been written to this socket."""
+        return bool(self._delivered >> topic & 1)
 
     @property
     def closing(self) -> bool:
@@ -214,9 +246,10 @@ class Connection:
         frames = self.sub.drain()
         if not frames:
             return
+        delivered = self._delivered
         for frame in frames:
-            if frame.topic:
-                self.delivered_topics.add(frame.topic)
+            delivered |= 1 << frame.topic
+        self._delivered = delivered
         if self.batch and len(frames) > 1:
             transport.write(text_frame(b"[" + b",".join(f.data for f in frames) + b"]"))
         else:
@@ -268,6 +301,17 @@ class Connection:
         except (TimeoutError, ConnectionError, RuntimeError) as exc:
             log.info("connection %s: close did not complete (%r)", self.id, exc)
             self._abort()
+
+    def ping(self) -> None:
+        """Write a WebSocket ping (the peer answers with a pong, which counts as seen)."""
+        if self._transport is not None and not self._closing:
+            self._transport.write(_PING)
+
+    def abort(self, reason: str) -> None:
+        """Drop the TCP connection at once (a dead peer cannot take a close frame)."""
+        self.close_reason = reason
+        self._closing = True
+        self._abort()
 
     def _abort(self) -> None:
         # A no-op once the connection is gone; a transport that is still

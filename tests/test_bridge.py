@@ -556,3 +556,31 @@ async def test_batch_mode_sends_arrays(bridge: BridgeNode, stub: Stub) -> None:
             message = orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
             got += message if isinstance(message, list) else [message]
         assert [f["position"]["offset"] for f in got] == list(range(1, 21))
+
+
+async def test_resume_on_a_quiet_topic_goes_live_without_waiting_for_an_event(
+    core: CoreNode, stub: Stub, start_bridge: StartBridge
+) -> None:
+    response = await publish(stub, *(package(f"p{i}") for i in range(3)))
+    first = response.results[0].position
+    bridge = await start_bridge(core.address)  # it has seen nothing on the topic
+    ws, welcome = await open_ws(bridge, "/ws/connect")
+    confirmed = await subscribe(
+        ws, "package_updates", since={"offset": first.offset, "epoch": first.epoch}
+    )
+    assert confirmed["data"]["recovered"] is True
+    got = await recv_events(ws, 2)
+    assert [f["position"]["offset"] for f in got] == [2, 3]
+
+    async def live() -> bool:
+        conns = await get_json(bridge.url + "/ws/connections")
+        mine = [c for c in conns if c["id"] == welcome["data"]["connection_id"]]
+        return mine[0]["subscriptions"] == ["package_updates"] and core.service.streams == 1
+
+    await eventually(live)  # the history stream to the core is closed, with no new event
+    await publish(stub, package("live"))
+    (frame,) = await recv_events(ws, 1)
+    assert frame["position"]["offset"] == 4
+    await send(ws, "ping")
+    assert (await recv(ws))["type"] == "pong"  # and nothing was sent twice
+    await ws.close()
