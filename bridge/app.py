@@ -108,7 +108,6 @@ class Bridge:
             queue_size=settings.send_queue_size,
             batch=request.query.get("batch") in ("1", "true"),
             close_timeout=settings.close_timeout,
-            bucket=TokenBucket(settings.rate_limit, settings.rate_burst, time.monotonic()),
             flusher=self.flusher,
         )
         self.connections[conn.id] = conn
@@ -176,7 +175,10 @@ class Bridge:
 
     def _on_text(self, conn: Connection, text: str) -> None:
         try:
-            if not conn.bucket.take(time.monotonic()):
+            now = time.monotonic()
+            if conn.bucket is None:  # made at the first message: idle sockets need none
+                conn.bucket = TokenBucket(self.settings.rate_limit, self.settings.rate_burst, now)
+            if not conn.bucket.take(now):
                 raise RateLimited(
                     f"more than {self.settings.rate_limit:g} messages a second; slow down"
                 )

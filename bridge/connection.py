@@ -132,7 +132,6 @@ class Connection:
         queue_size: int,
         batch: bool,
         close_timeout: float,
-        bucket: TokenBucket,
         flusher: Flusher,
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
@@ -143,7 +142,7 @@ class Connection:
         self.connected_at = time.time()
         self.seen = asyncio.get_running_loop().time()  # when the peer last sent anything
         self.batch = batch
-        self.bucket = bucket
+        self.bucket: TokenBucket | None = None
         self.frames_sent = 0
         self.frames_dropped = 0
         self.close_reason = ""
