@@ -99,7 +99,10 @@ class Bridge:
             raise web.HTTPBadRequest(text=str(exc)) from None
         # Keepalive is the bridge's (see keepalive): one timer for every socket,
         # not one per socket; so pings and pongs come to the loop below.
-        ws = web.WebSocketResponse(autoping=False, max_msg_size=settings.max_message_bytes)
+        # permessage-deflate is off: frames are built once for every socket.
+        ws = web.WebSocketResponse(
+            autoping=False, compress=False, max_msg_size=settings.max_message_bytes
+        )
         await ws.prepare(request)
         conn = Connection(
             ws,

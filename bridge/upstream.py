@@ -156,14 +156,24 @@ class Upstream:
 
     def _confirmed(self, confirmed: spb.SubscriptionConfirmed) -> None:
         for state in confirmed.topics:
-            if state.topic in self.positions and not state.recovered:
+            latest = pb.StreamPosition(offset=state.position.offset, epoch=state.position.epoch)
+            known = self.positions.get(state.topic)
+            if known is None:
+                # The core's latest position: what the bridge tells subscribers before
+                # any event arrives, and where it resumes from after an outage.
+                self.positions[state.topic] = latest
+                continue
+            if not state.recovered:
                 self.gaps += 1
                 log.warning(
                     "upstream resume of %s from %s was incomplete (history too short or core "
                     "restarted): events may be missing",
                     TOPIC_NAMES[state.topic],
-                    self.positions[state.topic],
+                    known,
                 )
+            if latest.epoch != known.epoch:
+                self.cache[state.topic].clear()  # another epoch: old frames cannot be resumed
+                self.positions[state.topic] = latest
         if self.state != "connected":
             if self.state == "reconnecting":
                 self.reconnects += 1

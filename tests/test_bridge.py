@@ -492,8 +492,11 @@ async def test_core_restart_with_browsers_connected_loses_nothing(
     broker = MemoryBroker(history_size=1000)  # survives the restart, as Redis would
     core = await start_core(broker=broker)
     port = core.port
-    bridge = await start_bridge(core.address)
+    # Slow retries: what is published right after the restart reaches the core first.
+    bridge = await start_bridge(core.address, reconnect_initial=1.0, reconnect_max=1.0)
     browsers = [await open_ws(bridge, "/ws/packages") for _ in range(3)]
+    # No dashboard_metrics event was published before the outage: a quiet topic.
+    dashboard, _ = await open_ws(bridge, "/ws/dashboard")
     async with grpc.aio.insecure_channel(core.address) as channel:
         await publish(sgrpc.RealtimeServiceStub(channel), *(package(f"a{i}") for i in range(5)))
     for ws, _ in browsers:
@@ -507,11 +510,16 @@ async def test_core_restart_with_browsers_connected_loses_nothing(
     async with grpc.aio.insecure_channel(restarted.address) as channel:
         # Published before the bridge is back: only the core's history has these.
         await publish(sgrpc.RealtimeServiceStub(channel), *(package(f"b{i}") for i in range(5)))
+        await publish(sgrpc.RealtimeServiceStub(channel), sample("dashboard_metrics"))
     for ws, _ in browsers:
         got = await recv_events(ws, 5, within=15)
         assert [f["data"]["package_id"] for f in got] == [f"b{i}" for i in range(5)]
         assert [f["position"]["offset"] for f in got] == [6, 7, 8, 9, 10]
         await ws.close()
+    (metrics,) = await recv_events(dashboard, 1, within=15)
+    assert metrics["type"] == "dashboard_metrics"
+    assert metrics["position"]["offset"] == 1
+    await dashboard.close()
     status = await get_json(bridge.url + "/ws/status")
     assert status["upstream"]["state"] == "connected"
     assert status["upstream"]["reconnects"] >= 1
