@@ -79,16 +79,19 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         context: grpc.aio.ServicerContext[spb.PublishRequest, spb.PublishResponse],
     ) -> spb.PublishResponse:
         try:
-            events = prepare_events(request.events, self._limits)
+            # The request was deserialized for this call: its events are ours to use.
+            events = prepare_events(request.events, self._limits, copy=False)
             positions = await self._broker.publish(events)
         except RealtimeError as exc:
             await context.abort(exc.grpc_code, str(exc))
-        return spb.PublishResponse(
-            results=[
-                spb.PublishResult(id=e.id, topic=e.topic, position=p)
-                for e, p in zip(events, positions, strict=True)
-            ]
-        )
+        response = spb.PublishResponse()
+        add = response.results.add
+        for event, position in zip(events, positions, strict=True):
+            result = add()
+            result.id = event.id
+            result.topic = event.topic
+            result.position.CopyFrom(position)
+        return response
 
     async def Subscribe(  # type: ignore[override]  # yields pre-serialized events too
         self,

@@ -15,6 +15,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from bridge.app import BridgeNode
+from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
 from core.server import CoreNode
 from core.topics import EVENT_TYPES, PAYLOAD_TOPIC, TOPIC_NAMES
@@ -473,6 +474,12 @@ async def test_resume_too_old_says_not_recovered(
         stub = sgrpc.RealtimeServiceStub(channel)
         response = await publish(stub, *(package(f"p{i}") for i in range(10)))
         since = response.results[0].position
+
+        # Until the bridge has seen them, events 2..10 are still to come live: wait.
+        async def seen_all() -> bool:
+            return bridge.bridge.upstream.position(pb.TOPIC_PACKAGE_UPDATES).offset == 10
+
+        await eventually(seen_all)
         ws, _ = await open_ws(bridge, "/ws/connect")
         confirmed = await subscribe(
             ws, "package_updates", since={"offset": since.offset, "epoch": since.epoch}
