@@ -54,9 +54,6 @@ def _frame_topic(frame: Frame) -> int:
     return frame.topic
 
 
-_SETTINGS = web.AppKey("settings", BridgeSettings)
-
-
 class Bridge:
     """The bridge's state: sockets, the hub of frames, the upstream, the counters."""
 
@@ -369,7 +366,6 @@ def create_app(settings: BridgeSettings) -> web.Application:
     """The bridge as an aiohttp application (its upstream starts with the app)."""
     app = web.Application()
     bridge = Bridge(settings)
-    app[_SETTINGS] = settings
     app[_BRIDGE] = bridge
 
     for path in ENDPOINTS:

@@ -63,20 +63,24 @@ class GrpcStreamSpec:
     """A server-streaming method to subscribe with.
 
     ``kind="raw"`` streams by itself for the seconds given in the request;
-    ``kind="clearpath"`` is ``RealtimeService.Subscribe`` to package updates.
+    ``kind="clearpath"`` is ``RealtimeService.Subscribe`` to package updates,
+    asking for batches of up to ``max_batch`` events per message when it is > 1.
     """
 
     host: str
     port: int
     method: str
     kind: Literal["raw", "clearpath"]
+    max_batch: int = 0
 
     def request(self, seconds: float) -> bytes:
         if self.kind == "raw":
             return f"{seconds:.3f}".encode()
         from clearpath.realtime.v1 import events_pb2, service_pb2
 
-        req = service_pb2.SubscribeRequest(topics=[events_pb2.TOPIC_PACKAGE_UPDATES])
+        req = service_pb2.SubscribeRequest(
+            topics=[events_pb2.TOPIC_PACKAGE_UPDATES], max_batch=self.max_batch
+        )
         return bytes(req.SerializeToString())
 
 

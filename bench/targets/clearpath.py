@@ -47,8 +47,11 @@ class ClearpathTarget(Target):
         self.batch = batch
         self.name = "clearpath-batch" if batch else "clearpath"
         if batch:
-            self.description = "as clearpath, subscribers connect with ?batch=1"
-            self.workloads = frozenset({"W1", "W2"})
+            self.description = (
+                "as clearpath; WebSocket subscribers connect with ?batch=1, "
+                "gRPC subscribers ask for max_batch=100"
+            )
+            self.workloads = frozenset({"W1", "W2", "G2"})
         else:
             self.workloads = frozenset({"W1", "W2", "W3", "G1", "G2"})
         self._core: tuple[str, int] | None = None
@@ -75,5 +78,7 @@ class ClearpathTarget(Target):
             ws=WsSpec(bhost, bport, path, wait_first=True),
             ws_publish=publish,
             grpc_publish=publish,
-            grpc_stream=GrpcStreamSpec(chost, cport, f"{_SERVICE}/Subscribe", "clearpath"),
+            grpc_stream=GrpcStreamSpec(
+                chost, cport, f"{_SERVICE}/Subscribe", "clearpath", 100 if self.batch else 0
+            ),
         )
