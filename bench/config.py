@@ -15,7 +15,7 @@ class Params:
     w1_subscribers: int
     w1_rate: float
     w1_duration_s: float
-    # W2: fewer subscribers, publisher as fast as accepted
+    # W2: fewer subscribers, publisher as fast as delivered
     w2_subscribers: int
     w2_duration_s: float
     w2_concurrency: int

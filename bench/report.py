@@ -277,7 +277,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
     lines += ["", "## Results", ""]
     summary = doc["summary"]
     lines += _md_w12(summary, "W1", "W1: fan-out at a paced rate (offered deliveries/s in `load`)")
-    lines += _md_w12(summary, "W2", "W2: fan-out, publisher as fast as accepted")
+    lines += _md_w12(summary, "W2", "W2: fan-out, publisher as fast as delivered")
     lines += _md_w3(summary)
     lines += _md_g1(summary)
     lines += _md_g2(summary)
