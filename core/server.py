@@ -10,18 +10,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from clearpath.realtime.v1 import service_pb2 as spb
 from core.broker import Broker, create_broker
 from core.config import CoreSettings
 from core.hub import Hub
-from core.service import RealtimeService, add_to_server, topic_of
+from core.service import SERVICE_NAME, RealtimeService, add_to_server, topic_of
 from core.wire import Delivery
 
 __all__ = ["SERVICE_NAME", "CoreNode", "create_server", "serve"]
 
 log = logging.getLogger("clearpath.core")
-
-SERVICE_NAME: str = spb.DESCRIPTOR.services_by_name["RealtimeService"].full_name
 
 
 def server_options(settings: CoreSettings) -> list[tuple[str, int]]:

@@ -22,9 +22,11 @@ from core.topics import TOPIC_NAMES, topic_name
 from core.validation import Limits, prepare_events
 from core.wire import Delivery, batch_response
 
-__all__ = ["RealtimeService", "add_to_server", "topic_of"]
+__all__ = ["SERVICE_NAME", "RealtimeService", "add_to_server", "topic_of"]
 
 log = logging.getLogger("clearpath.core")
+
+SERVICE_NAME: str = spb.DESCRIPTOR.services_by_name["RealtimeService"].full_name
 
 
 def topic_of(delivery: Delivery) -> int:
@@ -51,8 +53,8 @@ def add_to_server(service: RealtimeService, server: grpc.aio.Server) -> None:
             response_serializer=_serialize,
         ),
     }
-    name = spb.DESCRIPTOR.services_by_name["RealtimeService"].full_name
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    generic = grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+    server.add_generic_rpc_handlers((generic,))
 
 
 class RealtimeService(sgrpc.RealtimeServiceServicer):
