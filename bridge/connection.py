@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -34,6 +34,17 @@ from core.topics import TOPIC_NAMES
 __all__ = ["Connection", "Flusher", "TokenBucket"]
 
 _PING = b"\x89\x00"  # a WebSocket ping frame with no payload
+
+# The loop keeps only weak references to tasks: these keep the few a socket
+# starts (a close after overflow, a wait for a full transport) alive.
+_TASKS: set[asyncio.Task[None]] = set()
+
+
+def _spawn(coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+
 
 log = logging.getLogger("clearpath.bridge")
 
@@ -231,7 +242,7 @@ class Connection:
                     f"more than {self.sub.capacity} frames waiting; "
                     "reconnect and resume from your last position"
                 )
-                asyncio.get_running_loop().create_task(self.fail(error))
+                _spawn(self.fail(error))
             return
         self._flusher.mark(self)
 
@@ -258,7 +269,7 @@ class Connection:
             self._space.set()
         if self._protocol is not None and self._protocol.writing_paused:
             self._paused = True
-            asyncio.get_running_loop().create_task(self._resume_when_drained())
+            _spawn(self._resume_when_drained())
 
     async def _resume_when_drained(self) -> None:
         try:
