@@ -14,6 +14,7 @@ import struct
 import time
 from typing import cast
 
+from bench.loadgen.sockets import unread_bytes
 from bench.loadgen.tally import Tally
 
 __all__ = ["GrpcStreamSubscriber", "hpack_literal"]
@@ -187,16 +188,7 @@ class GrpcStreamSubscriber(asyncio.Protocol):
 
     def unread_bytes(self) -> int:
         """Bytes waiting in this socket's kernel receive buffer (FIONREAD)."""
-        import fcntl
-        import termios
-
-        if self.transport is None or self.transport.is_closing():
-            return 0
-        sock = self.transport.get_extra_info("socket")
-        if sock is None:
-            return 0
-        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-        return int(struct.unpack("i", raw)[0])
+        return unread_bytes(self.transport)
 
     def is_over(self) -> bool:
         """True once the stream ended (trailers, reset, GOAWAY) or the connection did."""
