@@ -43,6 +43,9 @@ class Params:
     #: (below the core's default per-subscriber queue of 4096 events).
     g2_ahead: int = 500
     latency_conns: int = 100
+    # W2 delivers ~10x more per connection than W1: latency is read on fewer
+    # connections, so reading it does not make the load generator the bottleneck
+    w2_latency_conns: int = 10
     settle_s: float = 0.5
 
 

@@ -181,7 +181,7 @@ async def _ws_fanout(ctx: Context, target: Target, n: int, rate: float | None) -
             port=ep.ws.port,
             path=ep.ws.path,
             wait_first=ep.ws.wait_first,
-            sample_every=max(1, n // p.latency_conns),
+            sample_every=max(1, n // (p.latency_conns if rate is not None else p.w2_latency_conns)),
         )
         async with WorkerGroup(cfg, n, ctx.workers) as group:
             m = await _subscribe_and_publish(
