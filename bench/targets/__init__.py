@@ -5,7 +5,7 @@ A target is one module here; :data:`TARGETS` lists them in the order they run.
 
 from bench.targets.base import Endpoint, GrpcStreamSpec, Target, WsSpec
 from bench.targets.baselines import AiohttpEncodeOnceTarget, GrpcRawTarget, NaiveTarget
-from bench.targets.clearpath import ClearpathTarget
+from bench.targets.clearpath import ClearpathCoreTarget, ClearpathTarget
 
 __all__ = ["TARGETS", "Endpoint", "GrpcStreamSpec", "Target", "WsSpec", "get_targets"]
 
@@ -15,6 +15,7 @@ TARGETS: tuple[Target, ...] = (
     GrpcRawTarget(),
     ClearpathTarget(batch=False),
     ClearpathTarget(batch=True),
+    ClearpathCoreTarget(),
 )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from bench.loadgen.publisher import PublishSpec
 from bench.targets.base import Endpoint, GrpcStreamSpec, Target, WsSpec
 
-__all__ = ["ClearpathTarget"]
+__all__ = ["ClearpathCoreTarget", "ClearpathTarget"]
 
 _CORE = re.compile(r"core listening on (\S+?):(\d+)\b")
 _BRIDGE = re.compile(r"bridge listening on (?:https?://)?(\S+?):(\d+)\b")
@@ -81,4 +81,35 @@ class ClearpathTarget(Target):
             grpc_stream=GrpcStreamSpec(
                 chost, cport, f"{_SERVICE}/Subscribe", "clearpath", 100 if self.batch else 0
             ),
+        )
+
+
+class ClearpathCoreTarget(Target):
+    """The core alone (``clearpath serve --no-bridge``): the gRPC path without a bridge
+    subscribed to every event in the same process."""
+
+    name = "clearpath-core"
+    description = "the core alone via `clearpath serve --no-bridge` (gRPC workloads)"
+    workloads = frozenset({"G1", "G2"})
+
+    def __init__(self) -> None:
+        self._core: tuple[str, int] | None = None
+
+    def command(self) -> list[str]:
+        return [clearpath_executable(), "serve", "--no-bridge", "--grpc-port", "0"]
+
+    def reset(self) -> None:
+        self._core = None
+
+    def on_line(self, line: str) -> Endpoint | None:
+        if m := _CORE.search(line):
+            self._core = (_loopback(m.group(1)), int(m.group(2)))
+        if self._core is None:
+            return None
+        host, port = self._core
+        publish = PublishSpec("grpc", host, port, f"{_SERVICE}/Publish")
+        return Endpoint(
+            0,
+            grpc_publish=publish,
+            grpc_stream=GrpcStreamSpec(host, port, f"{_SERVICE}/Subscribe", "clearpath"),
         )
