@@ -74,7 +74,7 @@ class Bridge:
         return {
             "connections": {
                 "total": len(conns),
-                "by_endpoint": {path: n for path, n in Counter(c.endpoint for c in conns).items()},
+                "by_endpoint": dict(Counter(c.endpoint for c in conns)),
             },
             "subscribers": {name: self.hub.count(t) for t, name in TOPIC_NAMES.items()},
             "frames_sent": self.closed_sent + sum(c.frames_sent for c in conns),

@@ -37,14 +37,11 @@ __all__ = [
     "enum_names",
     "event_from_frame",
     "event_to_frame",
-    "format_timestamp",
     "parse_timestamp",
     "payload_to_dict",
 ]
 
 _TIMESTAMP = Timestamp.DESCRIPTOR.full_name
-# Timestamp's valid range, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
-_MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799
 _INTS = {
     FieldDescriptor.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.CPPTYPE_INT64: (-(2**63), 2**63 - 1),
@@ -66,11 +63,6 @@ def enum_names(enum: EnumDescriptor) -> dict[int, str]:
 
 
 _ENUM_NAMES: dict[str, dict[int, str]] = {}
-
-
-def format_timestamp(ts: Timestamp) -> str:
-    """RFC 3339 in UTC ending in ``Z``, with 0, 3, 6 or 9 fractional digits."""
-    return ts.ToJsonString()
 
 
 def parse_timestamp(value: str, field: str) -> Timestamp:
