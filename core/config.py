@@ -5,6 +5,14 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.limits import (
+    KEEPALIVE_TIME,
+    KEEPALIVE_TIMEOUT,
+    MAX_BATCH_BYTES,
+    MAX_EVENT_BYTES,
+    MAX_MESSAGE_BYTES,
+)
+
 __all__ = ["CoreSettings"]
 
 
@@ -20,14 +28,25 @@ class CoreSettings(BaseSettings):
     queue_size: int = Field(4096, ge=1, description="events queued per subscriber before overflow")
     heartbeat_interval: float = Field(15.0, gt=0, description="seconds of idle before a heartbeat")
     max_batch: int = Field(1000, ge=1, description="events per Publish call")
-    max_event_bytes: int = Field(64 * 1024, ge=256, description="bytes per event")
+    max_event_bytes: int = Field(MAX_EVENT_BYTES, ge=256, description="bytes per event")
     max_message_bytes: int = Field(
-        8 * 1024 * 1024, ge=1024, description="bytes per gRPC message (larger: RESOURCE_EXHAUSTED)"
+        MAX_MESSAGE_BYTES,
+        ge=1024,
+        description="bytes per gRPC message (larger: RESOURCE_EXHAUSTED)",
+    )
+    max_batch_bytes: int = Field(
+        MAX_BATCH_BYTES,
+        ge=1024,
+        description="bytes of events per EventBatch or History page (at most half a message)",
     )
     max_subscribers: int = Field(10_000, ge=1, description="concurrent Subscribe streams")
     shutdown_grace: float = Field(5.0, ge=0, description="seconds streams get to end on stop")
-    keepalive_time: float = Field(20.0, gt=0, description="seconds between keepalive pings")
-    keepalive_timeout: float = Field(10.0, gt=0, description="seconds to wait for a ping ack")
+    keepalive_time: float = Field(
+        KEEPALIVE_TIME, gt=0, description="seconds between keepalive pings"
+    )
+    keepalive_timeout: float = Field(
+        KEEPALIVE_TIMEOUT, gt=0, description="seconds to wait for a ping ack"
+    )
 
     @model_validator(mode="after")
     def _queue_holds_a_batch(self) -> CoreSettings:
@@ -37,4 +56,16 @@ class CoreSettings(BaseSettings):
             raise ValueError(
                 f"queue_size ({self.queue_size}) must be at least max_batch ({self.max_batch})"
             )
+        # An event at its largest, with its envelope, must fit in one message.
+        if self.max_event_bytes + 1024 > self.max_message_bytes:
+            raise ValueError(
+                f"max_message_bytes ({self.max_message_bytes}) must exceed max_event_bytes "
+                f"({self.max_event_bytes}) by at least 1024"
+            )
         return self
+
+    @property
+    def batch_bytes(self) -> int:
+        """Bytes of events in one batch or History page: within ``max_batch_bytes``
+        and half a message (a single larger event still goes, alone)."""
+        return min(self.max_batch_bytes, self.max_message_bytes // 2)

@@ -13,11 +13,12 @@ import grpc
 from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2 as spb
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
-from core.broker import Broker
+from core.broker import Broker, HistoryResult
 from core.config import CoreSettings
 from core.errors import InvalidArgument, RealtimeError, ResourceExhausted, SlowConsumer
 from core.filters import Matcher, build_matcher
 from core.hub import Hub, Subscription
+from core.positions import Floors
 from core.topics import TOPIC_NAMES, topic_name
 from core.validation import Limits, prepare_events
 from core.wire import Delivery, batch_response
@@ -27,6 +28,9 @@ __all__ = ["SERVICE_NAME", "RealtimeService", "add_to_server", "topic_of"]
 log = logging.getLogger("clearpath.core")
 
 SERVICE_NAME: str = spb.DESCRIPTOR.services_by_name["RealtimeService"].full_name
+
+# Events of history read from the broker at a time while a stream catches up.
+_PAGE = 1000
 
 
 def topic_of(delivery: Delivery) -> int:
@@ -51,6 +55,11 @@ def add_to_server(service: RealtimeService, server: grpc.aio.Server) -> None:
             service.Subscribe,
             request_deserializer=spb.SubscribeRequest.FromString,
             response_serializer=_serialize,
+        ),
+        "History": grpc.unary_unary_rpc_method_handler(
+            service.History,
+            request_deserializer=spb.HistoryRequest.FromString,
+            response_serializer=spb.HistoryResponse.SerializeToString,
         ),
     }
     generic = grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
@@ -129,6 +138,32 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             self._hub.remove(sub)
             self.streams -= 1
 
+    async def History(
+        self,
+        request: spb.HistoryRequest,
+        context: grpc.aio.ServicerContext[spb.HistoryRequest, spb.HistoryResponse],
+    ) -> spb.HistoryResponse:
+        try:
+            topic = request.topic
+            if topic not in TOPIC_NAMES:
+                raise InvalidArgument(f"topic: unknown topic {topic}")
+            since = request.since if request.HasField("since") else None
+            limit = request.limit or self._settings.max_batch
+            found = await self._broker.history(topic, since, min(limit, self._settings.max_batch))
+        except RealtimeError as exc:
+            await context.abort(exc.grpc_code, str(exc))
+        response = spb.HistoryResponse(
+            state=spb.TopicState(topic=topic, position=found.position, recovered=found.recovered)
+        )
+        budget = self._settings.batch_bytes
+        for event in found.events:
+            # The first event always goes (it fits in a message); then up to a page's bytes.
+            budget -= event.ByteSize()
+            if budget < 0 and response.events:
+                break
+            response.events.append(event)
+        return response
+
     async def _stream(
         self,
         sub: Subscription[Delivery],
@@ -140,30 +175,30 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         matcher: Matcher | None,
     ) -> AsyncIterator[spb.SubscribeResponse | bytes]:
         # The subscription is live before history is read, so nothing published
-        # in between is missed; what arrives twice is skipped by offset below.
+        # in between is missed; what arrives twice is refused by the floors below.
         confirmed = spb.SubscriptionConfirmed(subscription_id=sub_id)
-        backlog: list[Delivery] = []
-        last: dict[int, pb.StreamPosition] = {}
+        backlog: dict[int, HistoryResult] = {}
         for topic in topics:
-            found = await self._broker.history(topic, since.get(topic))
+            found = await self._broker.history(topic, since.get(topic), _PAGE)
             confirmed.topics.append(
                 spb.TopicState(topic=topic, position=found.position, recovered=found.recovered)  # type: ignore[arg-type]
             )
-            backlog.extend(Delivery(e) for e in found.events if matcher is None or matcher(e))
-            last[topic] = found.position
+            backlog[topic] = found
         yield spb.SubscribeResponse(confirmed=confirmed)
-        for chunk in _chunks(backlog, batch):
-            yield chunk
+        floors = Floors()
+        limit = self._settings.batch_bytes
+        for topic, found in backlog.items():
+            # Live events up to the topic's latest position at confirmation are in history.
+            floors.raise_to(topic, found.position)
+            async for chunk in self._replay(topic, found, matcher, batch, limit):
+                yield chunk
+        del backlog
         interval = self._settings.heartbeat_interval
         while True:
-            fresh = []
-            for delivery in sub.drain():
-                seen = last[delivery.event.topic]
-                position = delivery.event.position
-                if position.epoch == seen.epoch and position.offset <= seen.offset:
-                    continue
-                fresh.append(delivery)
-            for chunk in _chunks(fresh, batch):
+            fresh = sub.drain()
+            if floors:
+                fresh = [d for d in fresh if floors.admits(d.event.topic, d.event.position)]
+            for chunk in _chunks(fresh, batch, limit):
                 yield chunk
             if sub.closed:
                 raise _ShuttingDown()
@@ -183,19 +218,48 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
                 heartbeat.time.GetCurrentTime()
                 yield spb.SubscribeResponse(heartbeat=heartbeat)
 
+    async def _replay(
+        self,
+        topic: int,
+        found: HistoryResult,
+        matcher: Matcher | None,
+        batch: int,
+        limit: int,
+    ) -> AsyncIterator[bytes]:
+        """The history of ``topic`` up to ``found.position``, a page at a time."""
+        head = found.position
+        while found.events:
+            events = found.events
+            deliveries = [Delivery(e) for e in events if matcher is None or matcher(e)]
+            for chunk in _chunks(deliveries, batch, limit):
+                yield chunk
+            last = events[-1].position
+            if last.epoch != head.epoch or last.offset >= head.offset:
+                return
+            found = await self._broker.history(topic, last, _PAGE)
+
 
 def _on_event(matcher: Matcher) -> Callable[[Delivery], bool]:
     return lambda delivery: matcher(delivery.event)
 
 
-def _chunks(deliveries: list[Delivery], batch: int) -> Iterator[bytes]:
-    """Serialized responses for ``deliveries``: single events, or batches of at most ``batch``."""
+def _chunks(deliveries: list[Delivery], batch: int, max_bytes: int) -> Iterator[bytes]:
+    """Serialized responses for ``deliveries``: single events, or batches of at most
+    ``batch`` events and ``max_bytes`` bytes (an event larger than that goes alone)."""
     if batch == 1:
         for delivery in deliveries:
             yield delivery.response()
         return
-    for start in range(0, len(deliveries), batch):
-        chunk = deliveries[start : start + batch]
+    chunk: list[Delivery] = []
+    size = 0
+    for delivery in deliveries:
+        n = delivery.size()
+        if chunk and (len(chunk) >= batch or size + n > max_bytes):
+            yield chunk[0].response() if len(chunk) == 1 else batch_response(chunk)
+            chunk, size = [], 0
+        chunk.append(delivery)
+        size += n
+    if chunk:
         yield chunk[0].response() if len(chunk) == 1 else batch_response(chunk)
 
 

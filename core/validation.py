@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from clearpath.realtime.v1 import events_pb2 as pb
 from core.codec import enum_names
 from core.errors import InvalidArgument
+from core.limits import MAX_EVENT_BYTES, MAX_STRING_CHARS
 from core.topics import PAYLOAD_TOPIC, TOPIC_NAMES
 
 __all__ = ["Limits", "prepare_events"]
@@ -32,8 +33,8 @@ class Limits:
     """Bounds on what one Publish may carry."""
 
     max_batch: int = 1000
-    max_event_bytes: int = 64 * 1024
-    max_string_chars: int = 4096
+    max_event_bytes: int = MAX_EVENT_BYTES
+    max_string_chars: int = MAX_STRING_CHARS
     max_id_chars: int = 128
 
 

@@ -51,6 +51,10 @@ class Delivery:
             self._body = varint(len(data)) + data
         return self._body
 
+    def size(self) -> int:
+        """Bytes this event adds to a batch."""
+        return 1 + len(self._length_and_event())
+
     def response(self) -> bytes:
         """The serialized ``SubscribeResponse(event=...)``."""
         return _EVENT_IN_RESPONSE + self._length_and_event()

@@ -88,3 +88,19 @@ def sample(kind: str, timestamp: str | None = "2024-01-15T10:30:00Z", **data: An
 def package(package_id: str = "pkg-1", **data: Any) -> pb.Event:
     """A package_update for ``package_id``."""
     return sample("package_update", package_id=package_id, **data)
+
+
+def large_agent_activity(i: int, chars: int = 4000) -> pb.Event:
+    """A valid agent_activity event of about ``5 * chars`` bytes (every string field long)."""
+    text = f"{i:08d}" + "x" * (chars - 8)  # i >= 0
+    return pb.Event(
+        agent_activity=pb.AgentActivity(
+            agent_id=f"agent-{i}",
+            agent_type=text,
+            action=text,
+            outcome=text,
+            package_id=f"pkg-{i}",
+            details=text,
+            duration_ms=i,
+        )
+    )

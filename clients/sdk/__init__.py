@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from clearpath.realtime.v1.events_pb2 import Event, StreamPosition
 from clearpath.realtime.v1.service_pb2 import PublishResult, SubscriptionFilter
-from clients.sdk._backoff import Backoff
 from clients.sdk._client import DEFAULT_TARGET, Client, Subscription
 from clients.sdk._errors import (
     AuthenticationError,
@@ -36,6 +35,7 @@ from clients.sdk._errors import (
     UnavailableError,
 )
 from clients.sdk._resume import Gap, GapReason
+from core.backoff import Backoff
 
 __all__ = [
     "DEFAULT_TARGET",

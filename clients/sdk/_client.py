@@ -16,7 +16,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2 as spb
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
-from clients.sdk._backoff import Backoff
 from clients.sdk._convert import (
     EventLike,
     FilterLike,
@@ -29,7 +28,9 @@ from clients.sdk._convert import (
 )
 from clients.sdk._errors import ClearPathError, RpcError, from_grpc, from_invalid
 from clients.sdk._resume import Gap, ResumeState
+from core.backoff import Backoff
 from core.errors import InvalidArgument
+from core.limits import channel_options
 from core.topics import TOPIC_NAMES
 
 __all__ = ["DEFAULT_TARGET", "Client", "Subscription"]
@@ -108,10 +109,8 @@ class Client:
                     ("grpc.initial_reconnect_backoff_ms", backoff_ms[0]),
                     ("grpc.min_reconnect_backoff_ms", backoff_ms[0]),
                     ("grpc.max_reconnect_backoff_ms", backoff_ms[1]),
-                    # Find a dead core on an idle stream (the core permits these pings).
-                    ("grpc.keepalive_time_ms", 20_000),
-                    ("grpc.keepalive_timeout_ms", 10_000),
-                    ("grpc.keepalive_permit_without_calls", 1),
+                    # Message sizes and keepalive as the core allows them.
+                    *channel_options(),
                 ],
             )
             self._stub = sgrpc.RealtimeServiceStub(self._channel)

@@ -10,18 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2 as spb
+from core.positions import Cursors, GapReason, Position
 from core.topics import topic_name
 
 __all__ = ["Gap", "GapReason", "ResumeState"]
-
-#: Why events were lost: the topic's history was reset (e.g. an in-memory core
-#: restarted), the position is older than the history kept, or it is ahead of
-#: the topic (a position from some other core).
-GapReason = Literal["epoch_changed", "history_trimmed", "position_ahead"]
 
 
 @dataclass(frozen=True)
@@ -45,28 +40,31 @@ class Gap:
 
 
 class ResumeState:
-    """Last position seen per topic; used to resume and to skip duplicates."""
+    """Last position seen per topic; used to resume and to skip duplicates.
+
+    A thin adapter of :class:`core.positions.Cursors` (where the rules live)
+    to the SDK's protobuf requests and public :class:`Gap`.
+    """
 
     def __init__(
         self, topics: Iterable[int], since: Mapping[int, pb.StreamPosition] | None = None
     ) -> None:
         self.topics: tuple[int, ...] = tuple(dict.fromkeys(topics))
-        self._last: dict[int, pb.StreamPosition] = {}
-        for topic, position in (since or {}).items():
+        for topic in since or {}:
             if topic not in self.topics:
                 raise ValueError(f"since: {topic_name(topic)} is not subscribed")
-            self._last[topic] = _copy(position)
+        self._cursors = Cursors(since)
 
     @property
     def positions(self) -> dict[int, pb.StreamPosition]:
         """Copies of the last position seen (or confirmed) per topic."""
-        return {topic: _copy(p) for topic, p in self._last.items()}
+        return {topic: _pb(p) for topic, p in self._cursors.items()}
 
     def request_since(self) -> list[spb.TopicPosition]:
         """The ``since`` entries of the next SubscribeRequest."""
         return [
-            spb.TopicPosition(topic=topic, position=position)  # type: ignore[arg-type]
-            for topic, position in self._last.items()
+            spb.TopicPosition(topic=topic, position=_pb(position))  # type: ignore[arg-type]
+            for topic, position in self._cursors.items()
         ]
 
     def confirm(self, confirmed: spb.SubscriptionConfirmed) -> list[Gap]:
@@ -77,33 +75,17 @@ class ResumeState:
         """
         gaps: list[Gap] = []
         for state in confirmed.topics:
-            last = self._last.get(state.topic)
-            if last is None:
-                self._last[state.topic] = _copy(state.position)
-                continue
-            if state.recovered:
-                continue
-            if last.epoch != state.position.epoch:
-                reason: GapReason = "epoch_changed"
-                # Nothing of the new epoch is seen yet: every event of it is new.
-                resume = pb.StreamPosition(offset=0, epoch=state.position.epoch)
-            elif last.offset > state.position.offset:
-                reason, resume = "position_ahead", _copy(state.position)
-            else:
-                reason, resume = "history_trimmed", last
-            gaps.append(Gap(topic_name(state.topic), _copy(last), _copy(state.position), reason))
-            self._last[state.topic] = resume
+            lost = self._cursors.confirm(state.topic, state.position, state.recovered)
+            if lost is not None:
+                gaps.append(
+                    Gap(topic_name(lost.topic), _pb(lost.since), _pb(lost.latest), lost.reason)
+                )
         return gaps
 
     def accept(self, event: pb.Event) -> bool:
         """True for an event not delivered before (and remember its position)."""
-        last = self._last.get(event.topic)
-        position = event.position
-        if last is not None and last.epoch == position.epoch and position.offset <= last.offset:
-            return False
-        self._last[event.topic] = _copy(position)
-        return True
+        return self._cursors.accept(event.topic, event.position)
 
 
-def _copy(position: pb.StreamPosition) -> pb.StreamPosition:
+def _pb(position: Position) -> pb.StreamPosition:
     return pb.StreamPosition(offset=position.offset, epoch=position.epoch)

@@ -52,13 +52,19 @@ class Broker(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def history(self, topic: int, since: pb.StreamPosition | None) -> HistoryResult:
+    async def history(
+        self, topic: int, since: pb.StreamPosition | None, limit: int | None = None
+    ) -> HistoryResult:
         """The retained events of ``topic`` after ``since`` (none when ``since``
-        is None), and whether that is all of them.
+        is None), oldest first, at most ``limit`` of them (None: no bound), and
+        whether the events after ``since`` are all still retained.
 
-        Not recovered when ``since`` is of another epoch (every retained event
-        is returned) or older than the history (every retained event is
-        returned), or ahead of the topic (nothing is returned).
+        Not recovered when ``since`` is of another epoch (the oldest retained
+        events are returned) or older than the history (the oldest retained
+        events are returned), or ahead of the topic (nothing is returned).
+        With ``limit``, a caller pages by asking again after the last event
+        returned; ``position`` is always the topic's latest position.
+        Raises :class:`core.errors.Unavailable` when the backend cannot be reached.
         """
 
     @abc.abstractmethod

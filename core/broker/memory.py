@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from collections import deque
 from collections.abc import Sequence
+from itertools import islice
 
 from clearpath.realtime.v1 import events_pb2 as pb
 from core.broker.base import Broker, EventHandler, HistoryResult
 from core.errors import Unavailable
+from core.positions import resume_outcome
 
 __all__ = ["MemoryBroker"]
 
@@ -63,19 +65,22 @@ class MemoryBroker(Broker):
             handler(event)
         return positions
 
-    async def history(self, topic: int, since: pb.StreamPosition | None) -> HistoryResult:
+    async def history(
+        self, topic: int, since: pb.StreamPosition | None, limit: int | None = None
+    ) -> HistoryResult:
         stream = self._stream(topic)
         latest = pb.StreamPosition(offset=stream.offset, epoch=stream.epoch)
         if since is None:
             return HistoryResult(position=latest, recovered=True)
-        kept = list(stream.history)
-        if since.epoch != stream.epoch:
-            return HistoryResult(position=latest, recovered=False, events=kept)
-        if since.offset > stream.offset:
-            return HistoryResult(position=latest, recovered=False)
+        kept = stream.history
         oldest = kept[0].position.offset if kept else stream.offset + 1
-        events = [e for e in kept if e.position.offset > since.offset]
-        return HistoryResult(position=latest, recovered=since.offset >= oldest - 1, events=events)
+        lost = resume_outcome(since, latest, oldest)
+        if lost == "position_ahead":
+            return HistoryResult(position=latest, recovered=False)
+        # Offsets in history are consecutive: the first one after ``since`` is found by index.
+        start = 0 if lost == "epoch_changed" else max(0, since.offset + 1 - oldest)
+        events = list(islice(kept, start, None if limit is None else start + limit))
+        return HistoryResult(position=latest, recovered=lost is None, events=events)
 
     async def close(self) -> None:
         self._handler = None

@@ -342,6 +342,74 @@ class TopicState(_message.Message):
 Global___TopicState: _TypeAlias = TopicState  # noqa: Y015
 
 @_typing.final
+class HistoryRequest(_message.Message):
+    """Asks for one page of a topic's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    topic: _events_pb2.Topic.ValueType
+    """The topic."""
+    limit: _builtins.int
+    """The most events to return; 0: as many as fit in one page."""
+    @_builtins.property
+    def since(self) -> _events_pb2.StreamPosition:
+        """The last position the caller saw; events after it are returned. Unset: no
+        events, only the topic's state (its latest position).
+        """
+
+    def __init__(
+        self,
+        *,
+        topic: _events_pb2.Topic.ValueType = ...,
+        since: _events_pb2.StreamPosition | None = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "since", b"since", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryRequest: _TypeAlias = HistoryRequest  # noqa: Y015
+
+@_typing.final
+class HistoryResponse(_message.Message):
+    """One page of a topic's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def state(self) -> Global___TopicState:
+        """The topic's latest position, and whether every event after `since` is
+        still retained (false: `since` is older than the history, of another
+        epoch, or ahead of the topic; `events` then start at the oldest retained
+        event, or are empty when `since` is ahead).
+        """
+
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.Event]:
+        """Events after `since`, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        state: Global___TopicState | None = ...,
+        events: _abc.Iterable[_events_pb2.Event] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryResponse: _TypeAlias = HistoryResponse  # noqa: Y015
+
+@_typing.final
 class Heartbeat(_message.Message):
     """Says the stream is alive."""
 

@@ -45,6 +45,11 @@ class RealtimeServiceStub:
                 request_serializer=clearpath_dot_realtime_dot_v1_dot_service__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=clearpath_dot_realtime_dot_v1_dot_service__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.History = channel.unary_unary(
+                '/clearpath.realtime.v1.RealtimeService/History',
+                request_serializer=clearpath_dot_realtime_dot_v1_dot_service__pb2.HistoryRequest.SerializeToString,
+                response_deserializer=clearpath_dot_realtime_dot_v1_dot_service__pb2.HistoryResponse.FromString,
+                _registered_method=True)
 
 
 class RealtimeServiceServicer:
@@ -71,6 +76,16 @@ class RealtimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def History(self, request, context):
+        """Reads one topic's retained history after a position, one page at a time,
+        without opening a stream: what a resuming client missed. A page holds at
+        most `limit` events and at most the server's batch bytes; page on by asking
+        again after the last event returned, until it reaches `state.position`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RealtimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +98,11 @@ def add_RealtimeServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=clearpath_dot_realtime_dot_v1_dot_service__pb2.SubscribeRequest.FromString,
                     response_serializer=clearpath_dot_realtime_dot_v1_dot_service__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'History': grpc.unary_unary_rpc_method_handler(
+                    servicer.History,
+                    request_deserializer=clearpath_dot_realtime_dot_v1_dot_service__pb2.HistoryRequest.FromString,
+                    response_serializer=clearpath_dot_realtime_dot_v1_dot_service__pb2.HistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +160,33 @@ class RealtimeService:
             '/clearpath.realtime.v1.RealtimeService/Subscribe',
             clearpath_dot_realtime_dot_v1_dot_service__pb2.SubscribeRequest.SerializeToString,
             clearpath_dot_realtime_dot_v1_dot_service__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def History(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearpath.realtime.v1.RealtimeService/History',
+            clearpath_dot_realtime_dot_v1_dot_service__pb2.HistoryRequest.SerializeToString,
+            clearpath_dot_realtime_dot_v1_dot_service__pb2.HistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,12 @@ class RealtimeServiceStub:
     subscriber that falls too far behind is ended with RESOURCE_EXHAUSTED and
     may resume from the last position it saw.
     """
+    History: _grpc.UnaryUnaryMultiCallable[_service_pb2.HistoryRequest, _service_pb2.HistoryResponse]
+    """Reads one topic's retained history after a position, one page at a time,
+    without opening a stream: what a resuming client missed. A page holds at
+    most `limit` events and at most the server's batch bytes; page on by asking
+    again after the last event returned, until it reaches `state.position`.
+    """
 
 @_typing.type_check_only
 class RealtimeServiceAsyncStub(RealtimeServiceStub):
@@ -62,6 +68,12 @@ class RealtimeServiceAsyncStub(RealtimeServiceStub):
     events, in order per topic, and heartbeats when the stream is idle. A
     subscriber that falls too far behind is ended with RESOURCE_EXHAUSTED and
     may resume from the last position it saw.
+    """
+    History: _aio.UnaryUnaryMultiCallable[_service_pb2.HistoryRequest, _service_pb2.HistoryResponse]  # type: ignore[assignment]
+    """Reads one topic's retained history after a position, one page at a time,
+    without opening a stream: what a resuming client missed. A page holds at
+    most `limit` events and at most the server's batch bytes; page on by asking
+    again after the last event returned, until it reaches `state.position`.
     """
 
 class RealtimeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -89,6 +101,18 @@ class RealtimeServiceServicer(metaclass=_abc_1.ABCMeta):
         events, in order per topic, and heartbeats when the stream is idle. A
         subscriber that falls too far behind is ended with RESOURCE_EXHAUSTED and
         may resume from the last position it saw.
+        """
+
+    @_abc_1.abstractmethod
+    def History(
+        self,
+        request: _service_pb2.HistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.HistoryResponse, _abc.Awaitable[_service_pb2.HistoryResponse]]:
+        """Reads one topic's retained history after a position, one page at a time,
+        without opening a stream: what a resuming client missed. A page holds at
+        most `limit` events and at most the server's batch bytes; page on by asking
+        again after the last event returned, until it reaches `state.position`.
         """
 
 def add_RealtimeServiceServicer_to_server(servicer: RealtimeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

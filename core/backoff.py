@@ -1,4 +1,11 @@
-"""Reconnect delays: exponential backoff with jitter. Pure; no I/O."""
+"""Reconnect delays: exponential backoff with jitter, one formula for every client.
+
+The SDK's subscriptions and the bridge's upstream use :class:`Backoff`; the web
+client's ``clients/web/src/backoff.ts`` implements the same formula: attempt
+``n`` (1-based) waits ``base(n) * (1 - jitter * r)`` with
+``base(n) = min(maximum, initial * factor ** (n - 1))`` and ``r`` uniform in
+[0, 1). Pure; no I/O.
+"""
 
 from __future__ import annotations
 
