@@ -20,24 +20,31 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import time
+import uuid
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-import grpc
 from aiohttp import WSMsgType, web
 
 from bridge.config import BridgeSettings
-from bridge.connection import Connection, Flusher, TokenBucket
-from bridge.frames import Frame, control, event_frame
-from bridge.messages import Ping, Position, Subscribe, parse
+from bridge.connection import Connection
+from bridge.frames import Frame, control
+from bridge.messages import Ping, Subscribe, parse
+from bridge.messages import Position as MessagePosition
+from bridge.resume import run_resume
+from bridge.session import Session, State, TokenBucket
 from bridge.upstream import Upstream
+from bridge.writer import Flusher
 from clearpath.realtime.v1 import events_pb2 as pb
-from core.errors import InvalidArgument, RateLimited, RealtimeError, Unavailable
+from core.errors import InvalidArgument, RateLimited, RealtimeError, SlowConsumer, Unavailable
 from core.hub import Hub
+from core.positions import Gap, Position
 from core.topics import TOPIC_NAMES, topic_from_name
 
-__all__ = ["ENDPOINTS", "BridgeNode", "create_app"]
+__all__ = ["ENDPOINTS", "Bridge", "BridgeNode", "create_app", "parse_since"]
 
 log = logging.getLogger("clearpath.bridge")
 
@@ -50,27 +57,47 @@ ENDPOINTS: dict[str, tuple[int, ...]] = {
 }
 
 
-def _frame_topic(frame: Frame) -> int:
-    return frame.topic
+#: Bytes written to one socket per flush at most: a socket's copy of a burst stays
+#: small, and a catch-up reaches every socket in turn.
+WRITE_CHUNK = 256 * 1024
 
 
 class Bridge:
-    """The bridge's state: sockets, the hub of frames, the upstream, the counters."""
+    """The bridge's state: sockets, the hub of frames, the upstream, the counters,
+    and the background tasks it starts (kept, and cancelled at shutdown)."""
 
     def __init__(self, settings: BridgeSettings) -> None:
         self.settings = settings
-        self.hub: Hub[Frame] = Hub(_frame_topic)
+        self.hub: Hub[Frame] = Hub()
         self.flusher = Flusher(settings.flush_interval)
-        self.upstream = Upstream(settings, self.hub.dispatch)
+        self.upstream = Upstream(settings, self._on_frame, self._on_gap)
         self.connections: dict[str, Connection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._resumes: dict[tuple[str, int], asyncio.Task[None]] = {}
         self.started = time.time()
         self.closed_sent = 0
         self.closed_dropped = 0
         self.slow_closed = 0
+        self.unencodable = 0
+        self.resumes: Counter[str] = Counter()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` in the background, owned by the bridge."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def stop_tasks(self) -> None:
+        """Cancel every background task and wait for them."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def status(self) -> dict[str, Any]:
         """``/ws/status``."""
-        conns = list(self.connections.values())
+        conns = [c.session for c in self.connections.values()]
         return {
             "connections": {
                 "total": len(conns),
@@ -79,42 +106,83 @@ class Bridge:
             "subscribers": {name: self.hub.count(t) for t, name in TOPIC_NAMES.items()},
             "frames_sent": self.closed_sent + sum(c.frames_sent for c in conns),
             "frames_dropped": self.closed_dropped + sum(c.frames_dropped for c in conns),
+            "frames_unencodable": self.unencodable,
+            "flush_failures": self.flusher.failures,
             "slow_consumers_closed": self.slow_closed,
+            "resumes": {
+                key: self.resumes[key]
+                for key in ("recovered", "not_recovered", "frames_from_cache", "frames_from_core")
+            },
             "upstream": self.upstream.status(),
             "uptime_seconds": round(time.time() - self.started, 3),
         }
 
-    # --- one socket -------------------------------------------------------------
+    # --- frames from the core ---------------------------------------------------------
+
+    def _on_frame(self, frame: Frame) -> None:
+        # Encoded here, once, before any socket: a frame that cannot be encoded is
+        # counted and skipped, never handed to a socket's flush.
+        if self.hub.count(frame.topic) and not frame.encodes():
+            self.unencodable += 1
+            return
+        self.hub.dispatch(frame)
+
+    def _on_gap(self, gap: Gap) -> None:
+        """The core could not resume the bridge's stream: tell each socket live on the topic."""
+        for conn in list(self.connections.values()):
+            if gap.topic in conn.session.sub.topics:
+                conn.session.send(self._subscribed(conn, gap.topic, False, gap.resume, gap.reason))
+
+    # --- one socket -------------------------------------------------------------------
 
     async def handle(self, request: web.Request, endpoint: str) -> web.StreamResponse:
+        """One WebSocket: prepare, receive until it closes, forget."""
+        conn = await self._prepare(request, endpoint)
+        try:
+            await self._receive(conn)
+        finally:
+            await self._forget(conn)
+        return conn.ws
+
+    async def _prepare(self, request: web.Request, endpoint: str) -> Connection:
         settings = self.settings
         if len(self.connections) >= settings.max_connections:
             raise web.HTTPServiceUnavailable(text="too many connections")
         try:
-            resume = _parse_since(request.query.getall("since", []))
+            resume = parse_since(request.query.getall("since", []))
         except InvalidArgument as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
         # Keepalive is the bridge's (see keepalive): one timer for every socket,
-        # not one per socket; so pings and pongs come to the loop below.
+        # not one per socket; so pings and pongs come to the receive loop.
         # permessage-deflate is off: frames are built once for every socket.
         ws = web.WebSocketResponse(
             autoping=False, compress=False, max_msg_size=settings.max_message_bytes
         )
         await ws.prepare(request)
+        ready: list[Callable[[], None]] = []
+        session = Session(
+            uuid.uuid4().hex[:12],
+            endpoint,
+            request.remote or "",
+            max_bytes=settings.send_queue_bytes,
+            on_ready=lambda: ready[0](),
+            batch=request.query.get("batch") in ("1", "true"),
+        )
         conn = Connection(
             ws,
             request,
-            endpoint,
-            queue_size=settings.send_queue_size,
-            batch=request.query.get("batch") in ("1", "true"),
-            close_timeout=settings.close_timeout,
+            session,
             flusher=self.flusher,
+            spawn=self.spawn,
+            write_chunk=WRITE_CHUNK,
+            close_timeout=settings.close_timeout,
         )
+        ready.append(conn.ready)
         self.connections[conn.id] = conn
-        self.hub.add(conn.sub)
-        log.info("connect %s %s from %s", conn.id, endpoint, conn.remote)
+        self.hub.add(session.sub)
+        log.info("connect %s %s from %s", conn.id, endpoint, session.remote)
         auto = ENDPOINTS[endpoint]
-        conn.send(
+        session.send(
             control(
                 "welcome",
                 {
@@ -128,63 +196,74 @@ class Bridge:
         )
         for topic in auto:
             if topic not in resume:
-                self.hub.subscribe(conn.sub, topic)
+                self.hub.subscribe(session.sub, topic)
         for topic, since in resume.items():
             self._start_resume(conn, topic, since)
-        try:
-            # The receive loop is inline: one coroutine frame per socket, not two.
-            loop = asyncio.get_running_loop()
-            while True:
-                msg = await ws.receive()
-                conn.seen = loop.time()
-                if msg.type == WSMsgType.TEXT:
-                    self._on_text(conn, msg.data)
-                elif msg.type == WSMsgType.PING:
-                    await ws.pong(msg.data)
-                elif msg.type == WSMsgType.PONG:
-                    pass
-                elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-                    break
-                elif msg.type == WSMsgType.BINARY:
-                    log.info("connection %s sent a binary frame; closing 1003", conn.id)
-                    await conn.close(1003, "binary frames are not supported; send JSON text")
-                    break
-                elif msg.type == WSMsgType.ERROR:
-                    conn.close_reason = f"error: {ws.exception()!r}"
-                    break
-        finally:
-            await self._forget(conn)
-        return ws
+        return conn
+
+    async def _receive(self, conn: Connection) -> None:
+        ws = conn.ws
+        loop = asyncio.get_running_loop()
+        while True:
+            msg = await ws.receive()
+            conn.seen = loop.time()
+            if msg.type == WSMsgType.TEXT:
+                self._on_text(conn, msg.data)
+            elif msg.type == WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif msg.type == WSMsgType.PONG:
+                pass
+            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return
+            elif msg.type == WSMsgType.BINARY:
+                log.info("connection %s sent a binary frame; closing 1003", conn.id)
+                await conn.close(1003, "binary frames are not supported; send JSON text")
+                return
+            elif msg.type == WSMsgType.ERROR:
+                conn.session.close_reason = f"error: {ws.exception()!r}"
+                return
 
     async def _forget(self, conn: Connection) -> None:
-        self.hub.remove(conn.sub)
-        await conn.stop_tasks()
+        session = conn.session
+        self.hub.remove(session.sub)
+        tasks = [self._resumes.pop((conn.id, t)) for t in list(session.resuming)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if not conn.ws.closed:
             await conn.close(1011, "internal error")
+        session.closed()
         del self.connections[conn.id]
-        self.closed_sent += conn.frames_sent
-        self.closed_dropped += conn.frames_dropped + len(conn.sub.queue)
-        if conn.sub.overflowed:
+        self.closed_sent += session.frames_sent
+        self.closed_dropped += session.frames_dropped
+        if session.sub.overflowed or session.close_reason.startswith("slow consumer"):
             self.slow_closed += 1
+        # The code this bridge sent when it closed first, else the peer's.
+        code = session.close_code if session.close_code is not None else conn.ws.close_code
         log.info(
-            "disconnect %s code=%s reason=%s",
+            "disconnect %s code=%s reason=%s sent=%d dropped=%d",
             conn.id,
-            conn.ws.close_code,
-            conn.close_reason or "client closed",
+            code,
+            session.close_reason or "client closed",
+            session.frames_sent,
+            session.frames_dropped,
         )
 
     def _on_text(self, conn: Connection, text: str) -> None:
+        session = conn.session
         try:
             now = time.monotonic()
-            if conn.bucket is None:  # made at the first message: idle sockets need none
-                conn.bucket = TokenBucket(self.settings.rate_limit, self.settings.rate_burst, now)
-            if not conn.bucket.take(now):
+            if session.bucket is None:  # made at the first message: idle sockets need none
+                session.bucket = TokenBucket(
+                    self.settings.rate_limit, self.settings.rate_burst, now
+                )
+            if not session.bucket.take(now):
                 raise RateLimited(
                     f"more than {self.settings.rate_limit:g} messages a second; slow down"
                 )
             message = parse(text)
             if isinstance(message, Ping):
-                conn.send(control("pong"))
+                session.send(control("pong"))
                 return
             topic = topic_from_name(message.data.subscription_type)
             if isinstance(message, Subscribe):
@@ -193,33 +272,36 @@ class Bridge:
                 self._unsubscribe(conn, topic)
         except RealtimeError as exc:
             log.info("connection %s: %s: %s", conn.id, exc.ws_error, exc)
-            conn.send_error(exc)
+            session.send(error_frame(exc))
 
-    def _subscribe(self, conn: Connection, topic: int, since: Position | None) -> None:
-        live = topic in conn.sub.topics
-        if since is None or topic in conn.resumes:
-            if not live and topic not in conn.resumes:
-                self.hub.subscribe(conn.sub, topic)
+    def _subscribe(self, conn: Connection, topic: int, since: MessagePosition | None) -> None:
+        session = conn.session
+        live = topic in session.sub.topics
+        if since is None or topic in session.resuming:
+            if not live and topic not in session.resuming:
+                self.hub.subscribe(session.sub, topic)
                 log.info("connection %s subscribed %s", conn.id, TOPIC_NAMES[topic])
-            conn.send(self._subscribed(conn, topic, recovered=True))
+            session.send(self._subscribed(conn, topic, True))
             return
-        if live and conn.delivered(topic):
+        if live and session.delivered(topic):
             # Replaying into a stream that already delivered live events would
             # reorder them; say so instead (resume with ?since= at connect).
-            conn.send(self._subscribed(conn, topic, recovered=False))
+            session.send(self._subscribed(conn, topic, False))
             return
         if live:
-            self.hub.unsubscribe(conn.sub, topic)
-            conn.sub.queue = [f for f in conn.sub.queue if f.topic != topic]
-        self._start_resume(conn, topic, pb.StreamPosition(offset=since.offset, epoch=since.epoch))
+            self.hub.unsubscribe(session.sub, topic)
+        self._start_resume(conn, topic, Position(since.offset, since.epoch))
 
     def _unsubscribe(self, conn: Connection, topic: int) -> None:
-        task = conn.resumes.pop(topic, None)
+        session = conn.session
+        task = self._resumes.pop((conn.id, topic), None)
         if task is not None:
             task.cancel()
-        self.hub.unsubscribe(conn.sub, topic)
+            session.resuming.discard(topic)
+        self.hub.unsubscribe(session.sub, topic)
+        session.forget_topic(topic)
         log.info("connection %s unsubscribed %s", conn.id, TOPIC_NAMES[topic])
-        conn.send(
+        session.send(
             control(
                 "unsubscribed",
                 {"subscription_type": TOPIC_NAMES[topic], "subscriptions": _names(conn)},
@@ -227,20 +309,25 @@ class Bridge:
         )
 
     def _subscribed(
-        self, conn: Connection, topic: int, *, recovered: bool, position: Any = None
+        self,
+        conn: Connection,
+        topic: int,
+        recovered: bool,
+        position: Position | None = None,
+        reason: str | None = None,
     ) -> Frame:
-        position = position or self.upstream.position(topic)
-        return control(
-            "subscribed",
-            {
-                "subscription_type": TOPIC_NAMES[topic],
-                "subscriptions": sorted({*_names(conn), TOPIC_NAMES[topic]}),
-                "recovered": recovered,
-                "position": {"offset": position.offset, "epoch": position.epoch},
-            },
-        )
+        at = position or self.upstream.position(topic) or Position(0, "")
+        data: dict[str, Any] = {
+            "subscription_type": TOPIC_NAMES[topic],
+            "subscriptions": sorted({*_names(conn), TOPIC_NAMES[topic]}),
+            "recovered": recovered,
+            "position": {"offset": at.offset, "epoch": at.epoch},
+        }
+        if reason is not None:
+            data["reason"] = reason
+        return control("subscribed", data)
 
-    # --- keepalive ----------------------------------------------------------------
+    # --- timers -------------------------------------------------------------------------
 
     async def keepalive(self) -> None:
         """Every ``ping_interval``: drop sockets that sent nothing (not even a pong)
@@ -251,112 +338,104 @@ class Bridge:
         while True:
             await asyncio.sleep(interval)
             for conn in list(self.connections.values()):
-                if conn.seen < last_round and not conn.closing:
+                if conn.seen < last_round and conn.session.state is State.OPEN:
                     log.info("connection %s: no pong within %gs; dropping it", conn.id, interval)
                     conn.abort(f"no pong within {interval:g}s")
             last_round = loop.time()
             for conn in self.connections.values():
                 conn.ping()
 
-    # --- resume -----------------------------------------------------------------
+    async def watch_slow(self) -> None:
+        """Close sockets whose transport took nothing for ``slow_timeout`` while bytes
+        waited for them (the progress half of the slow-consumer policy)."""
+        timeout = self.settings.slow_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            now = loop.time()
+            for conn in list(self.connections.values()):
+                if conn.session.state is State.OPEN and conn.stalled(now, timeout):
+                    log.info("connection %s: took nothing for %gs; closing", conn.id, timeout)
+                    self.spawn(
+                        conn.fail(
+                            SlowConsumer(
+                                f"slow consumer: took nothing for {timeout:g}s; "
+                                "reconnect and resume from your last position"
+                            )
+                        )
+                    )
 
-    def _start_resume(self, conn: Connection, topic: int, since: pb.StreamPosition) -> None:
-        task = asyncio.create_task(self._resume(conn, topic, since))
-        conn.resumes[topic] = task
+    # --- resume -------------------------------------------------------------------------
 
-        def done(task: asyncio.Task[None]) -> None:
-            if conn.resumes.get(topic) is task:
-                del conn.resumes[topic]
-            if not task.cancelled() and (exc := task.exception()) is not None:
-                log.error("connection %s: resume failed", conn.id, exc_info=exc)
-                conn.send_error(RealtimeError("resume failed; subscribe again"))
+    def _start_resume(self, conn: Connection, topic: int, since: Position) -> None:
+        session = conn.session
+        session.resuming.add(topic)
 
-        task.add_done_callback(done)
+        def tell(recovered: bool, position: Position, reason: str | None) -> None:
+            session.send(self._subscribed(conn, topic, recovered, position, reason))
 
-    async def _resume(self, conn: Connection, topic: int, since: pb.StreamPosition) -> None:
-        """Send what ``conn`` missed on ``topic`` after ``since``, then go live.
+        def go_live(floor: Position | None) -> None:
+            if floor is not None:
+                session.hold_back(topic, floor)
+            self.hub.subscribe(session.sub, topic)
+            session.resuming.discard(topic)
+            log.info("connection %s resumed %s", conn.id, TOPIC_NAMES[topic])
 
-        Frames come from the bridge's cache when it reaches back far enough,
-        else from the core's history on a stream of their own, until the cache
-        takes over. Going live happens with no await after the last replayed
-        frame, so the next live frame is the next offset: nothing is sent
-        twice and nothing is skipped.
-        """
-        last, epoch, told = since.offset, since.epoch, False
-        core_latest: pb.StreamPosition | None = None  # the core's answer, once asked
-
-        def tell(recovered: bool, position: pb.StreamPosition | None = None) -> None:
-            nonlocal told
-            if not told or not recovered:
-                conn.send(self._subscribed(conn, topic, recovered=recovered, position=position))
-            told = True
-
-        try:
-            while True:
-                frames = self.upstream.cached_after(topic, last, epoch)
-                if frames:
-                    tell(True)
-                    await conn.send_many(frames)
-                    last = frames[-1].offset
-                    continue
-                # Caught up with what the bridge has seen, or ahead of it (the
-                # upstream will bring the rest); or, when the bridge has seen
-                # nothing on the topic yet, caught up with the core's latest.
-                seen = self.upstream.position(topic)
-                behind = bool(seen.epoch) and seen.epoch == epoch and seen.offset <= last
-                quiet = not seen.epoch and core_latest is not None and last >= core_latest.offset
-                if behind or quiet:
-                    if quiet or seen.offset < last:
-                        conn.skip_through(topic, last, epoch)  # upstream frames already sent
-                    tell(True)
-                    self.hub.subscribe(conn.sub, topic)
-                    log.info("connection %s resumed %s", conn.id, TOPIC_NAMES[topic])
-                    return
-                state, events = await self.upstream.history(
-                    topic, pb.StreamPosition(offset=last, epoch=epoch)
+        async def resume() -> None:
+            try:
+                report = await run_resume(
+                    topic,
+                    since,
+                    self.upstream,
+                    send_many=conn.send_many,
+                    tell=tell,
+                    go_live=go_live,
                 )
-                try:
-                    tell(state.recovered, state.position)
-                    if not state.recovered:
-                        self.hub.subscribe(conn.sub, topic)
-                        return
-                    core_latest = state.position
-                    # Read the core's history until the cache takes over or the
-                    # core's latest (when asked) is reached; never wait on a quiet topic.
-                    while last < core_latest.offset and (
-                        self.upstream.cached_after(topic, last, epoch) is None
-                    ):
-                        event = await anext(events)
-                        if event.position.offset > last:
-                            await conn.send_many([event_frame(event)])
-                            last = event.position.offset
-                finally:
-                    await events.aclose()  # type: ignore[attr-defined]
-        except StopAsyncIteration:
-            conn.send_error(Unavailable("the core ended the history stream; subscribe again"))
-        except Unavailable as exc:
-            conn.send_error(exc)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("connection %s: resume of %s failed: %s", conn.id, topic, exc.details())
-            conn.send_error(Unavailable("the core ended the history stream; subscribe again"))
+                self.unencodable += report.unencodable
+                self.resumes["recovered" if report.recovered else "not_recovered"] += 1
+                self.resumes["frames_from_cache"] += report.from_cache
+                self.resumes["frames_from_core"] += report.from_core
+            except Unavailable as exc:
+                session.resuming.discard(topic)
+                session.send(error_frame(exc))
+            except Exception:  # a bug: tell the client, keep the bridge
+                session.resuming.discard(topic)
+                log.exception("connection %s: resume of %s failed", conn.id, TOPIC_NAMES[topic])
+                session.send(error_frame(RealtimeError("resume failed; subscribe again")))
+            finally:
+                self._resumes.pop((conn.id, topic), None)
+
+        self._resumes[(conn.id, topic)] = self.spawn(resume())
 
 
 _BRIDGE = web.AppKey("bridge", Bridge)
+_OFFSET = re.compile(r"[0-9]{1,20}")
 
 
 def _names(conn: Connection) -> list[str]:
-    return sorted(TOPIC_NAMES[t] for t in conn.sub.topics)
+    return sorted(TOPIC_NAMES[t] for t in conn.session.sub.topics)
 
 
-def _parse_since(values: list[str]) -> dict[int, pb.StreamPosition]:
-    resume: dict[int, pb.StreamPosition] = {}
+def parse_since(values: list[str]) -> dict[int, Position]:
+    """``?since=TOPIC:EPOCH:OFFSET`` values by topic; InvalidArgument naming the
+    parameter for anything else (the offset: ASCII digits, below 2**64)."""
+    resume: dict[int, Position] = {}
     for value in values:
         parts = value.split(":")
-        if len(parts) != 3 or not parts[2].isdigit():
-            raise InvalidArgument(f"since={value!r}: expected TOPIC:EPOCH:OFFSET")
+        if len(parts) != 3 or not _OFFSET.fullmatch(parts[2]) or int(parts[2]) >= 2**64:
+            raise InvalidArgument(
+                f"since={value[:100]!r}: expected TOPIC:EPOCH:OFFSET, OFFSET a number below 2**64"
+            )
+        if len(parts[1]) > 64:
+            raise InvalidArgument(f"since={value[:100]!r}: EPOCH is at most 64 characters")
         topic = topic_from_name(parts[0])
-        resume[topic] = pb.StreamPosition(offset=int(parts[2]), epoch=parts[1])
+        resume[topic] = Position(int(parts[2]), parts[1])
     return resume
+
+
+def error_frame(error: RealtimeError) -> Frame:
+    """The ``error`` frame of ``error``."""
+    return control("error", {"code": error.ws_error, "message": str(error)})
 
 
 # --- the application ---------------------------------------------------------------
@@ -376,7 +455,7 @@ def create_app(settings: BridgeSettings) -> web.Application:
         return web.json_response(bridge.status())
 
     async def connections(_: web.Request) -> web.Response:
-        return web.json_response([c.info() for c in bridge.connections.values()])
+        return web.json_response([c.session.info() for c in bridge.connections.values()])
 
     app.router.add_get("/ws/status", status)
     app.router.add_get("/ws/connections", connections)
@@ -384,10 +463,10 @@ def create_app(settings: BridgeSettings) -> web.Application:
 
     async def upstream(_: web.Application) -> Any:
         bridge.upstream.start()
-        keepalive = asyncio.create_task(bridge.keepalive(), name="bridge-keepalive")
+        bridge.spawn(bridge.keepalive())
+        bridge.spawn(bridge.watch_slow())
         yield
-        keepalive.cancel()
-        await asyncio.gather(keepalive, return_exceptions=True)
+        await bridge.stop_tasks()
         await bridge.upstream.stop()
 
     async def going_away(_: web.Application) -> None:

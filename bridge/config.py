@@ -21,8 +21,16 @@ class BridgeSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 for every interface")
     port: int = Field(8000, ge=0, le=65535, description="HTTP/WebSocket port; 0 picks a free one")
     core: str = Field("localhost:50051", description="the core's gRPC address, host:port")
-    send_queue_size: int = Field(
-        1024, ge=1, description="frames queued per socket before it is closed as too slow"
+    send_queue_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=64 * 1024,
+        description="bytes of frames queued per socket; more closes it as too slow (1013)",
+    )
+    slow_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a socket's transport may take nothing while bytes wait for it; "
+        "longer closes it as too slow (1013)",
     )
     flush_interval: float = Field(
         0.01,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import struct
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from clearpath.realtime.v1 import events_pb2 as pb
 from core.codec import encode_frame, event_to_frame
 
-__all__ = ["Frame", "control", "event_frame", "now", "text_frame"]
+__all__ = ["Frame", "control", "encodable", "event_frame", "now", "text_frame"]
+
+log = logging.getLogger("clearpath.bridge")
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -59,6 +63,18 @@ class Frame:
             self._event = None
         return self._data
 
+    def encodes(self) -> bool:
+        """Encode now if not yet; False (logged) when the event cannot be encoded,
+        e.g. a payload this bridge does not know (a core built from newer protos)."""
+        if self._wire is not None:
+            return True
+        try:
+            self._wire = text_frame(self.data)
+        except Exception as exc:
+            log.warning("event %s:%s cannot be encoded (%s); skipped", self.epoch, self.offset, exc)
+            return False
+        return True
+
     @property
     def wire(self) -> bytes:
         """The whole WebSocket text frame carrying :attr:`data`."""
@@ -81,3 +97,15 @@ def event_frame(event: pb.Event) -> Frame:
     """The frame of a published event (see :func:`core.codec.event_to_frame`)."""
     position = event.position
     return Frame(None, event.topic, position.offset, position.epoch, event)
+
+
+def encodable(frames: Iterable[Frame]) -> tuple[list[Frame], int]:
+    """The frames that can be encoded, and how many could not (skipped, logged)."""
+    good: list[Frame] = []
+    bad = 0
+    for frame in frames:
+        if frame.encodes():
+            good.append(frame)
+        else:
+            bad += 1
+    return good, bad

@@ -1,20 +1,22 @@
 """The bridge's side of gRPC: one multiplexed Subscribe stream to the core.
 
 One stream for all seven topics serves every socket of the bridge; each event
-is encoded to a :class:`~bridge.frames.Frame` once, remembered in a small
-per-topic cache and handed to the hub. When the core goes away the stream is
-reopened with exponential backoff and jitter, resuming every topic from the
-last position the bridge saw, so nothing within the core's history is lost.
+becomes a :class:`~bridge.frames.Frame` once, is remembered in a small per-topic
+cache and handed to ``on_frame``. When the stream ends for any reason it is
+reopened with the shared backoff (:mod:`core.backoff`), resuming every topic
+from the last position the bridge saw (:class:`core.positions.Cursors`), so
+nothing within the core's history is lost; what the core could not recover is
+reported to ``on_gap`` (the bridge tells the sockets of that topic).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 import grpc
@@ -24,60 +26,48 @@ from bridge.frames import Frame, event_frame
 from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2 as spb
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
+from core.backoff import Backoff
 from core.errors import Unavailable
+from core.limits import UPSTREAM_BATCH, channel_options
+from core.positions import Cursors, Gap, HasPosition, Position
 from core.topics import TOPIC_NAMES, TOPICS
 
-__all__ = ["Upstream", "backoff_delays"]
+__all__ = ["Upstream"]
 
 log = logging.getLogger("clearpath.bridge.upstream")
-
-# Events per upstream message when the core has several waiting: one gRPC message
-# per batch instead of per event.
-_BATCH = 500
-
-_CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.max_receive_message_length", 8 * 1024 * 1024),
-]
-
-
-def backoff_delays(initial: float, maximum: float, rng: random.Random) -> Callable[[int], float]:
-    """Delay before retry ``n`` (0-based): ``initial * 2**n`` capped at ``maximum``,
-    with full jitter in its upper half so many bridges do not retry in step."""
-
-    def delay(attempt: int) -> float:
-        base: float = min(maximum, initial * 2.0 ** min(attempt, 30))
-        return base / 2 + rng.random() * base / 2
-
-    return delay
 
 
 class Upstream:
     """Keeps one Subscribe stream to the core open and feeds ``on_frame``.
 
     ``state`` is one of ``connecting``, ``connected``, ``reconnecting``,
-    ``stopped``; ``positions`` holds the last position seen per topic.
+    ``stopped``; :meth:`position` is the last position seen per topic, and
+    :attr:`cache` holds the latest frames of each topic, all of that position's
+    epoch and with consecutive offsets.
     """
 
-    def __init__(self, settings: BridgeSettings, on_frame: Callable[[Frame], object]) -> None:
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        on_frame: Callable[[Frame], object],
+        on_gap: Callable[[Gap], object] = lambda gap: None,
+    ) -> None:
         self._settings = settings
         self._on_frame = on_frame
-        self._channel = grpc.aio.insecure_channel(settings.core, options=_CHANNEL_OPTIONS)
+        self._on_gap = on_gap
+        self._channel = grpc.aio.insecure_channel(settings.core, options=channel_options())
         self._stub = sgrpc.RealtimeServiceStub(self._channel)
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
-        self._delay = backoff_delays(
-            settings.reconnect_initial, settings.reconnect_max, random.Random()
-        )
-        self.positions: dict[int, pb.StreamPosition] = {}
+        self._backoff = Backoff(initial=settings.reconnect_initial, maximum=settings.reconnect_max)
+        self._cursors = Cursors()
         self.cache: dict[int, deque[Frame]] = {t: deque(maxlen=settings.cache_size) for t in TOPICS}
         self.state = "connecting"
         self.attempt = 0
         self.reconnects = 0
         self.gaps = 0
         self.events = 0
+        self.errors = 0
         self.last_error = ""
         self.connected_at: float | None = None
 
@@ -106,17 +96,18 @@ class Upstream:
             "reconnects": self.reconnects,
             "attempt": self.attempt,
             "last_error": self.last_error,
+            "errors": self.errors,
             "events_received": self.events,
             "history_gaps": self.gaps,
             "positions": {
                 TOPIC_NAMES[t]: {"offset": p.offset, "epoch": p.epoch}
-                for t, p in self.positions.items()
+                for t, p in self._cursors.items()
             },
         }
 
-    def position(self, topic: int) -> pb.StreamPosition:
-        """The last position the bridge saw on ``topic`` (offset 0, epoch "" if none)."""
-        return self.positions.get(topic) or pb.StreamPosition()
+    def position(self, topic: int) -> Position | None:
+        """The last position the bridge saw (or was confirmed) on ``topic``."""
+        return self._cursors.get(topic)
 
     async def _run(self) -> None:
         while True:
@@ -127,19 +118,26 @@ class Upstream:
                 raise
             except grpc.aio.AioRpcError as exc:
                 self.last_error = f"{exc.code().name}: {exc.details()}"
+            except Exception as exc:  # a bug must not end the upstream for good
+                self.errors += 1
+                self.last_error = f"internal error: {exc!r}"
+                log.exception("upstream stream failed; reconnecting")
             self._connected.clear()
             if self.state == "connected":
                 log.warning("upstream lost (%s); reconnecting", self.last_error)
                 self.attempt = 0
             self.state = "reconnecting"
-            delay = self._delay(self.attempt)
             self.attempt += 1
+            delay = self._backoff.delay(self.attempt)
             log.info("upstream retry %d in %.2fs (%s)", self.attempt, delay, self.last_error)
             await asyncio.sleep(delay)
 
     async def _stream(self) -> None:
-        since = [spb.TopicPosition(topic=t, position=p) for t, p in self.positions.items()]  # type: ignore[arg-type]
-        request = spb.SubscribeRequest(topics=TOPICS, since=since, max_batch=_BATCH)  # type: ignore[arg-type]
+        since = [
+            spb.TopicPosition(topic=t, position=pb.StreamPosition(offset=p.offset, epoch=p.epoch))  # type: ignore[arg-type]
+            for t, p in self._cursors.items()
+        ]
+        request = spb.SubscribeRequest(topics=TOPICS, since=since, max_batch=UPSTREAM_BATCH)  # type: ignore[arg-type]
         call = self._stub.Subscribe(request)
         try:
             async for message in call:
@@ -156,24 +154,18 @@ class Upstream:
 
     def _confirmed(self, confirmed: spb.SubscriptionConfirmed) -> None:
         for state in confirmed.topics:
-            latest = pb.StreamPosition(offset=state.position.offset, epoch=state.position.epoch)
-            known = self.positions.get(state.topic)
-            if known is None:
-                # The core's latest position: what the bridge tells subscribers before
-                # any event arrives, and where it resumes from after an outage.
-                self.positions[state.topic] = latest
-                continue
-            if not state.recovered:
+            gap = self._cursors.confirm(state.topic, state.position, state.recovered)
+            if gap is not None:
                 self.gaps += 1
                 log.warning(
-                    "upstream resume of %s from %s was incomplete (history too short or core "
-                    "restarted): events may be missing",
+                    "upstream resume of %s from %s:%s was incomplete (%s): events are missing",
                     TOPIC_NAMES[state.topic],
-                    known,
+                    gap.since.epoch,
+                    gap.since.offset,
+                    gap.reason,
                 )
-            if latest.epoch != known.epoch:
-                self.cache[state.topic].clear()  # another epoch: old frames cannot be resumed
-                self.positions[state.topic] = latest
+                self.cache[state.topic].clear()  # frames before a gap cannot resume anyone
+                self._on_gap(gap)
         if self.state != "connected":
             if self.state == "reconnecting":
                 self.reconnects += 1
@@ -184,57 +176,41 @@ class Upstream:
         self._connected.set()
 
     def _deliver(self, event: pb.Event) -> None:
+        topic = event.topic
+        if topic not in self.cache or not self._cursors.accept(topic, event.position):
+            return  # a topic this bridge does not know, or an event already seen
         frame = event_frame(event)
-        seen = self.positions.get(event.topic)
-        if seen is not None and seen.epoch != event.position.epoch:
-            self.cache[event.topic].clear()  # another epoch: old frames cannot be resumed
-        self.positions[event.topic] = event.position
-        self.cache[event.topic].append(frame)
+        cache = self.cache[topic]
+        if cache and (cache[-1].epoch != frame.epoch or cache[-1].offset + 1 != frame.offset):
+            cache.clear()  # another epoch, or a gap: the cache holds consecutive offsets only
+        cache.append(frame)
         self.events += 1
         self._on_frame(frame)
 
-    def cached_after(self, topic: int, offset: int, epoch: str) -> list[Frame] | None:
-        """Cached frames of ``topic`` after ``offset`` in ``epoch``, or None when the
-        cache does not reach back that far (or is of another epoch)."""
-        current = self.position(topic)
-        if epoch != current.epoch or offset > current.offset:
+    def cached_after(self, topic: int, after: HasPosition) -> list[Frame] | None:
+        """Cached frames of ``topic`` after ``after``, or None when the cache does
+        not reach back that far (or is of another epoch)."""
+        cache = self.cache[topic]
+        if not cache or cache[0].epoch != after.epoch:
             return None
-        cached = self.cache[topic]
-        if offset == current.offset:
-            return []
-        if not cached or cached[0].offset > offset + 1:
+        first = cache[0].offset
+        if after.offset + 1 < first or after.offset > cache[-1].offset:
             return None
-        return [f for f in cached if f.offset > offset]
+        # Offsets in the cache are consecutive: the first one after ``after`` is found by index.
+        return list(islice(cache, after.offset + 1 - first, None))
 
-    async def history(
-        self, topic: int, since: pb.StreamPosition
-    ) -> tuple[spb.TopicState, AsyncIterator[pb.Event]]:
-        """Ask the core for ``topic`` after ``since`` on a stream of its own.
-
-        Returns the core's answer (recovered or not, and its latest position)
-        and an iterator over the events, live ones included, to be closed by
-        the caller. Raises Unavailable when the core cannot be reached.
-        """
-        request = spb.SubscribeRequest(
-            topics=[topic],  # type: ignore[list-item]
-            since=[spb.TopicPosition(topic=topic, position=since)],  # type: ignore[arg-type]
+    async def history(self, topic: int, since: HasPosition, limit: int = 0) -> spb.HistoryResponse:
+        """One page of the core's history of ``topic`` after ``since`` (a unary call:
+        no stream held). Raises Unavailable when the core cannot be reached."""
+        request = spb.HistoryRequest(
+            topic=topic,  # type: ignore[arg-type]
+            since=pb.StreamPosition(offset=since.offset, epoch=since.epoch),
+            limit=limit,
         )
-        call = self._stub.Subscribe(request)
         try:
-            first = await asyncio.wait_for(call.read(), 10)
-        except (grpc.aio.AioRpcError, TimeoutError) as exc:
-            call.cancel()
-            raise Unavailable("the core is unreachable; subscribe again later") from exc
-        if not isinstance(first, spb.SubscribeResponse) or not first.HasField("confirmed"):
-            call.cancel()
-            raise Unavailable("the core ended the history stream")
-
-        async def events() -> AsyncIterator[pb.Event]:
-            try:
-                while isinstance(message := await call.read(), spb.SubscribeResponse):
-                    if message.HasField("event"):
-                        yield message.event
-            finally:
-                call.cancel()
-
-        return first.confirmed.topics[0], events()
+            response: spb.HistoryResponse = await self._stub.History(request, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            raise Unavailable(
+                f"the core could not be asked for history ({exc.code().name}); subscribe again"
+            ) from exc
+        return response

@@ -1,85 +1,164 @@
 """The hub: who is subscribed here, and their bounded queues. No I/O.
 
 The hub hands each published item to every local subscription of its topic
-whose filter accepts it. A subscription is a bounded FIFO; the transport that
-owns it drains it when told it is ready. Overflow policy: when an item arrives
-at a full queue the subscription is marked *overflowed*, stops taking items,
-and is reported ready so its transport can send what it holds and then end
-the stream (gRPC RESOURCE_EXHAUSTED, WebSocket close 1013); the client resumes
-from the last position it received. Nothing is dropped silently and a queue
-never grows past its capacity. Publishers never wait on subscribers.
+whose filter accepts it. A subscription is a bounded FIFO — bounded by a number
+of items, by their bytes, or both; the transport that owns it drains it when
+told it is ready. Overflow policy: when an item arrives that would pass a bound
+the subscription is marked *overflowed*, stops taking items, and is reported
+ready so its transport can end the stream (gRPC RESOURCE_EXHAUSTED, WebSocket
+close 1013); the client resumes from the last position it received. Nothing is
+dropped silently and a queue never grows past its bounds. Publishers never
+wait on subscribers.
 
 Both the core (items are protobuf events) and the bridge (items are encoded
-frames) use this hub.
+frames) use this hub. Only the hub and the subscription change a queue or a
+filter; transports use the operations below.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-__all__ = ["Hub", "Subscription"]
+__all__ = ["HasTopic", "Hub", "Subscription"]
 
-T = TypeVar("T")
+
+class HasTopic(Protocol):
+    """What the hub carries: anything with a topic."""
+
+    @property
+    def topic(self) -> int: ...
+
+
+T = TypeVar("T", bound=HasTopic)
 
 
 class Subscription(Generic[T]):
     """One subscriber's topics, optional filter and bounded queue.
 
+    ``capacity`` bounds the number of queued items (None: no count bound);
+    ``max_bytes`` bounds their total ``size`` (both must be given together).
     ``on_ready`` is called (from :meth:`offer`, so it must not block) when the
     queue goes from empty to non-empty, and when the subscription overflows.
     """
 
-    __slots__ = ("_on_ready", "accepts", "capacity", "closed", "overflowed", "queue", "topics")
+    __slots__ = (
+        "_accepts",
+        "_on_ready",
+        "_queue",
+        "_size",
+        "bytes",
+        "capacity",
+        "closed",
+        "max_bytes",
+        "overflowed",
+        "topics",
+    )
 
     def __init__(
         self,
         topics: Iterable[int],
-        capacity: int,
+        capacity: int | None,
         on_ready: Callable[[], None],
         accepts: Callable[[T], bool] | None = None,
+        *,
+        size: Callable[[T], int] | None = None,
+        max_bytes: int | None = None,
     ) -> None:
-        if capacity < 1:
+        if capacity is not None and capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if (size is None) != (max_bytes is None) or (max_bytes is not None and max_bytes < 1):
+            raise ValueError("size and max_bytes go together, and max_bytes must be positive")
         self.topics = set(topics)
         self.capacity = capacity
-        self.accepts = accepts
-        # A list, not a deque: items are only appended and taken all at once,
-        # and an empty list is a tenth of an empty deque's size (many sockets).
-        self.queue: list[T] = []
+        self.max_bytes = max_bytes
+        self._size = size
+        self._accepts = accepts
+        # A list, not a deque: items are only appended and taken from the front in
+        # runs, and an empty list is a tenth of an empty deque's size (many sockets).
+        self._queue: list[T] = []
+        #: Total size of the queued items (0 without ``size``).
+        self.bytes = 0
         self.overflowed = False
         self.closed = False
         self._on_ready = on_ready
 
+    def __len__(self) -> int:
+        """Items queued."""
+        return len(self._queue)
+
+    def set_filter(self, accepts: Callable[[T], bool] | None) -> None:
+        """Replace the filter items must pass (None: every item of its topics)."""
+        self._accepts = accepts
+
     def offer(self, item: T) -> bool:
         """Queue ``item`` if the filter accepts it; False if it was refused or overflowed."""
-        if self.overflowed or self.closed or (self.accepts is not None and not self.accepts(item)):
+        accepts = self._accepts
+        if self.overflowed or self.closed or (accepts is not None and not accepts(item)):
             return False
-        if len(self.queue) >= self.capacity:
-            self.overflowed = True
-            self._on_ready()
-            return False
-        self.queue.append(item)
-        if len(self.queue) == 1:
+        queue = self._queue
+        if self.capacity is not None and len(queue) >= self.capacity:
+            return self._overflow()
+        if self._size is not None:
+            n = self._size(item)
+            if self.bytes + n > self.max_bytes:  # type: ignore[operator]  # set with size
+                return self._overflow()
+            self.bytes += n
+        queue.append(item)
+        if len(queue) == 1:
             self._on_ready()
         return True
+
+    def _overflow(self) -> bool:
+        self.overflowed = True
+        self._on_ready()
+        return False
 
     def close(self) -> None:
         """Take no more items and report ready, so the transport ends the stream."""
         self.closed = True
         self._on_ready()
 
-    def drain(self) -> list[T]:
-        """Take everything queued, oldest first."""
-        items, self.queue = self.queue, []
+    def drain(self, max_bytes: int | None = None) -> list[T]:
+        """Take queued items, oldest first: all of them, or (with ``size``) those
+        within ``max_bytes`` — at least one, so an item larger than that moves too."""
+        queue = self._queue
+        size = self._size
+        if max_bytes is None or size is None or self.bytes <= max_bytes:
+            self._queue, self.bytes = [], 0
+            return queue
+        taken = cut = 0
+        for item in queue:
+            n = size(item)
+            if cut and taken + n > max_bytes:
+                break
+            taken += n
+            cut += 1
+        items = queue[:cut]
+        del queue[:cut]
+        self.bytes -= taken
         return items
+
+    def discard(self, topic: int) -> int:
+        """Drop the queued items of ``topic``; how many were dropped."""
+        kept = [item for item in self._queue if item.topic != topic]
+        dropped = len(self._queue) - len(kept)
+        self._queue = kept
+        if self._size is not None:
+            self.bytes = sum(self._size(item) for item in kept)
+        return dropped
+
+    def clear(self) -> int:
+        """Drop every queued item; how many were dropped."""
+        dropped = len(self._queue)
+        self._queue, self.bytes = [], 0
+        return dropped
 
 
 class Hub(Generic[T]):
     """Local subscriptions by topic, and the fan-out of items to them."""
 
-    def __init__(self, topic_of: Callable[[T], int]) -> None:
-        self._topic_of = topic_of
+    def __init__(self) -> None:
         self._by_topic: dict[int, list[Subscription[T]]] = {}
         self.delivered = 0
         self.overflows = 0
@@ -101,10 +180,12 @@ class Hub(Generic[T]):
         if sub not in subs:
             subs.append(sub)
 
-    def unsubscribe(self, sub: Subscription[T], topic: int) -> None:
-        """Remove one topic from a subscription; harmless if it lacks it."""
+    def unsubscribe(self, sub: Subscription[T], topic: int) -> int:
+        """Remove one topic from a subscription and drop its queued items of that
+        topic; harmless if it lacks it. Returns how many items were dropped."""
         sub.topics.discard(topic)
         self._unindex(sub, topic)
+        return sub.discard(topic)
 
     def _unindex(self, sub: Subscription[T], topic: int) -> None:
         subs = self._by_topic.get(topic)
@@ -116,7 +197,7 @@ class Hub(Generic[T]):
     def dispatch(self, item: T) -> int:
         """Offer ``item`` to every subscription of its topic; the number that took it."""
         took = 0
-        for sub in self._by_topic.get(self._topic_of(item), ()):
+        for sub in self._by_topic.get(item.topic, ()):
             was_overflowed = sub.overflowed
             if sub.offer(item):
                 took += 1
@@ -128,6 +209,10 @@ class Hub(Generic[T]):
     def count(self, topic: int) -> int:
         """How many subscriptions the topic has here."""
         return len(self._by_topic.get(topic, ()))
+
+    def subscribers(self, topic: int) -> list[Subscription[T]]:
+        """The subscriptions of ``topic`` (a copy)."""
+        return list(self._by_topic.get(topic, ()))
 
     def subscriptions(self) -> set[Subscription[T]]:
         """Every subscription, once."""

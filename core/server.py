@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection
 from core.broker import Broker, create_broker
 from core.config import CoreSettings
 from core.hub import Hub
-from core.service import SERVICE_NAME, RealtimeService, add_to_server, topic_of
+from core.service import SERVICE_NAME, RealtimeService, add_to_server
 from core.wire import Delivery
 
 __all__ = ["SERVICE_NAME", "CoreNode", "create_server", "serve"]
@@ -59,7 +59,7 @@ class CoreNode:
         self.broker = broker or create_broker(
             settings.broker_url, history_size=settings.history_size
         )
-        self.hub: Hub[Delivery] = Hub(topic_of)
+        self.hub: Hub[Delivery] = Hub()
         self.service = RealtimeService(settings, self.broker, self.hub)
         self.server, self.port, self._health = create_server(settings, self.service)
 

@@ -23,7 +23,7 @@ from core.topics import TOPIC_NAMES, topic_name
 from core.validation import Limits, prepare_events
 from core.wire import Delivery, batch_response
 
-__all__ = ["SERVICE_NAME", "RealtimeService", "add_to_server", "topic_of"]
+__all__ = ["SERVICE_NAME", "RealtimeService", "add_to_server", "method_handlers"]
 
 log = logging.getLogger("clearpath.core")
 
@@ -33,11 +33,6 @@ SERVICE_NAME: str = spb.DESCRIPTOR.services_by_name["RealtimeService"].full_name
 _PAGE = 1000
 
 
-def topic_of(delivery: Delivery) -> int:
-    """The hub's key for a delivery."""
-    return delivery.event.topic
-
-
 def _serialize(response: bytes | spb.SubscribeResponse) -> bytes:
     # Events arrive already serialized (see core.wire); other messages do not.
     return response if isinstance(response, bytes) else response.SerializeToString()
@@ -45,7 +40,14 @@ def _serialize(response: bytes | spb.SubscribeResponse) -> bytes:
 
 def add_to_server(service: RealtimeService, server: grpc.aio.Server) -> None:
     """Register ``service``; Subscribe streams pre-serialized responses."""
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+    generic = grpc.method_handlers_generic_handler(SERVICE_NAME, method_handlers(service))
+    server.add_generic_rpc_handlers((generic,))
+
+
+def method_handlers(service: RealtimeService) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    """The handler of each method of ``RealtimeService``, by name (hand-written so that
+    Subscribe can stream pre-serialized bytes; a test checks it covers every method)."""
+    return {
         "Publish": grpc.unary_unary_rpc_method_handler(
             service.Publish,
             request_deserializer=spb.PublishRequest.FromString,
@@ -62,8 +64,6 @@ def add_to_server(service: RealtimeService, server: grpc.aio.Server) -> None:
             response_serializer=spb.HistoryResponse.SerializeToString,
         ),
     }
-    generic = grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
-    server.add_generic_rpc_handlers((generic,))
 
 
 class RealtimeService(sgrpc.RealtimeServiceServicer):
@@ -208,7 +208,7 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
                     "resubscribe with `since` set to the last position received"
                 )
             ready.clear()
-            if sub.queue or sub.overflowed or sub.closed:
+            if len(sub) or sub.overflowed or sub.closed:
                 continue
             try:
                 async with asyncio.timeout(interval):

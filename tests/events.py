@@ -90,8 +90,9 @@ def package(package_id: str = "pkg-1", **data: Any) -> pb.Event:
     return sample("package_update", package_id=package_id, **data)
 
 
-def large_agent_activity(i: int, chars: int = 4000) -> pb.Event:
-    """A valid agent_activity event of about ``5 * chars`` bytes (every string field long)."""
+def large_agent_activity(i: int, chars: int = 4096) -> pb.Event:
+    """A valid agent_activity event of about ``5 * chars`` bytes: five string fields at
+    the longest a string may be (4,096 characters), about 20.5 kB in all."""
     text = f"{i:08d}" + "x" * (chars - 8)  # i >= 0
     return pb.Event(
         agent_activity=pb.AgentActivity(
@@ -99,7 +100,7 @@ def large_agent_activity(i: int, chars: int = 4000) -> pb.Event:
             agent_type=text,
             action=text,
             outcome=text,
-            package_id=f"pkg-{i}",
+            package_id=text,
             details=text,
             duration_ms=i,
         )

@@ -15,6 +15,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from bridge.app import BridgeNode
+from bridge.session import State
 from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
 from core.server import CoreNode
@@ -267,8 +268,11 @@ async def test_oversized_frame_closes_1009(start_bridge: StartBridge, core: Core
         await recv(ws)
     assert info.value.rcvd is not None
     assert info.value.rcvd.code == 1009
-    status = await get_json(bridge.url + "/ws/status")
-    assert status["connections"]["total"] <= 1  # being cleaned up, the bridge lives on
+
+    async def forgotten() -> bool:  # the bridge cleans up and lives on
+        return (await get_json(bridge.url + "/ws/status"))["connections"]["total"] == 0
+
+    await eventually(forgotten)
     ws2, _ = await open_ws(bridge, "/ws/connect")
     await send(ws2, "ping")
     assert (await recv(ws2))["type"] == "pong"
@@ -350,7 +354,7 @@ async def open_stalled(bridge: BridgeNode, path: str) -> tuple[asyncio.StreamRea
 async def test_stalled_browser_does_not_delay_others_and_is_closed(
     start_bridge: StartBridge, core: CoreNode, stub: Stub
 ) -> None:
-    bridge = await start_bridge(core.address, send_queue_size=64)
+    bridge = await start_bridge(core.address, send_queue_bytes=256 * 1024)
     _, stalled = await open_stalled(bridge, "/ws/packages")
     fast, _ = await open_ws(bridge, "/ws/packages")
     big = "x" * 4000
@@ -377,7 +381,7 @@ async def test_slow_consumer_gets_error_and_1013(
 ) -> None:
     # A client that reads, but only after its queue has overflowed.
     core = await start_core()  # default queues: the bridge's own upstream keeps up
-    bridge = await start_bridge(core.address, send_queue_size=64)
+    bridge = await start_bridge(core.address, send_queue_bytes=256 * 1024)
     channel = grpc.aio.insecure_channel(core.address)
     stub = sgrpc.RealtimeServiceStub(channel)
     reader, writer = await open_stalled(bridge, "/ws/packages")
@@ -386,7 +390,7 @@ async def test_slow_consumer_gets_error_and_1013(
         await publish(stub, *(package(f"p{batch}-{i}", location=big) for i in range(50)))
 
     async def overflowed() -> bool:
-        return all(c.closing for c in bridge.bridge.connections.values())
+        return all(c.session.state is not State.OPEN for c in bridge.bridge.connections.values())
 
     await eventually(overflowed)
     # Read again within close_timeout, before the bridge aborts the connection.
@@ -430,6 +434,13 @@ async def test_resume_with_since_replays_from_the_bridge_cache(
         "live",
     ]
     assert [f["position"]["offset"] for f in got] == [4, 5, 6, 7, 8]
+    resumes = (await get_json(bridge.url + "/ws/status"))["resumes"]
+    assert resumes == {
+        "recovered": 1,
+        "not_recovered": 0,
+        "frames_from_cache": 4,
+        "frames_from_core": 0,
+    }
     await ws.close()
 
 
@@ -462,6 +473,9 @@ async def test_resume_from_the_core_when_the_cache_is_too_short(
     got = await recv_events(ws, 8)
     assert [f["position"]["offset"] for f in got] == list(range(4, 12))
     assert got[-1]["data"]["package_id"] == "live"
+    resumes = (await get_json(bridge.url + "/ws/status"))["resumes"]
+    assert resumes["frames_from_core"] == 7  # 4..10: the cache held only 9 and 10
+    assert resumes["recovered"] == 1
     await ws.close()
 
 
@@ -477,17 +491,24 @@ async def test_resume_too_old_says_not_recovered(
 
         # Until the bridge has seen them, events 2..10 are still to come live: wait.
         async def seen_all() -> bool:
-            return bridge.bridge.upstream.position(pb.TOPIC_PACKAGE_UPDATES).offset == 10
+            head = bridge.bridge.upstream.position(pb.TOPIC_PACKAGE_UPDATES)
+            return head is not None and head.offset == 10
 
         await eventually(seen_all)
         ws, _ = await open_ws(bridge, "/ws/connect")
         confirmed = await subscribe(
             ws, "package_updates", since={"offset": since.offset, "epoch": since.epoch}
         )
+        # Told, with why and where the stream continues; then what the core still has.
         assert confirmed["data"]["recovered"] is False
+        assert confirmed["data"]["reason"] == "history_trimmed"
+        assert confirmed["data"]["position"] == {"offset": 1, "epoch": since.epoch}
+        kept = await recv_events(ws, 3)
+        assert [f["position"]["offset"] for f in kept] == [8, 9, 10]
         await publish(stub, package("live"))
         (got,) = await recv_events(ws, 1)
         assert got["data"]["package_id"] == "live"
+        assert got["position"]["offset"] == 11
         await ws.close()
 
 
@@ -531,6 +552,10 @@ async def test_core_restart_with_browsers_connected_loses_nothing(
     assert status["upstream"]["state"] == "connected"
     assert status["upstream"]["reconnects"] >= 1
     assert status["upstream"]["history_gaps"] == 0
+    # The path: the bridge's own stream resumed from the core's history (5 + 1 events
+    # after the 5 before); no socket resumed (they stayed connected).
+    assert status["upstream"]["events_received"] == 11
+    assert status["resumes"]["recovered"] == status["resumes"]["not_recovered"] == 0
 
 
 async def test_upstream_state_is_reported_while_the_core_is_away(

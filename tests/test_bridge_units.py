@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.connection import TokenBucket
 from bridge.frames import text_frame
 from bridge.messages import InvalidJson, Ping, Subscribe, parse
-from bridge.upstream import backoff_delays
+from bridge.session import TokenBucket
+from core.backoff import Backoff
 from core.errors import InvalidArgument
 
 
@@ -34,12 +34,13 @@ def test_text_frame_headers(size: int) -> None:
         assert int.from_bytes(frame[2:10], "big") == size
 
 
-def test_backoff_doubles_with_jitter_and_a_cap() -> None:
+def test_the_bridge_backoff_doubles_with_jitter_and_a_cap() -> None:
     import random
 
-    delay = backoff_delays(0.1, 5.0, random.Random(7))
-    for attempt, base in [(0, 0.1), (1, 0.2), (3, 0.8), (10, 5.0), (60, 5.0)]:
-        assert base / 2 <= delay(attempt) <= base
+    backoff = Backoff(initial=0.1, maximum=5.0)
+    rand = random.Random(7).random
+    for attempt, base in [(1, 0.1), (2, 0.2), (4, 0.8), (11, 5.0), (61, 5.0)]:
+        assert base / 2 <= backoff.delay(attempt, rand) <= base
 
 
 def test_client_messages() -> None:

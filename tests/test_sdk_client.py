@@ -148,6 +148,9 @@ class _Recorder(sgrpc.RealtimeServiceServicer):
         await ctx.abort(grpc.StatusCode.PERMISSION_DENIED, "publish is not allowed for you")
         raise AssertionError("unreachable")
 
+    async def History(self, request: spb.HistoryRequest, context: object) -> spb.HistoryResponse:
+        raise AssertionError("the SDK does not read history")
+
 
 @pytest.fixture
 async def recorder() -> AsyncIterator[tuple[_Recorder, str]]:

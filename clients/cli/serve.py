@@ -52,7 +52,10 @@ def _core_flags(parser: argparse.ArgumentParser) -> None:
 def _bridge_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-host", help="bridge address to bind (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, help="bridge port (default 8000; 0: free)")
-    parser.add_argument("--send-queue-size", type=int, help="frames queued per socket")
+    parser.add_argument("--send-queue-bytes", type=int, help="bytes queued per socket at most")
+    parser.add_argument(
+        "--slow-timeout", type=float, help="seconds a socket may take nothing before it is closed"
+    )
     parser.add_argument("--ping-interval", type=float, help="seconds between WebSocket pings")
 
 
@@ -84,7 +87,8 @@ def bridge_settings(args: argparse.Namespace, core: str | None) -> BridgeSetting
                 "host": args.http_host,
                 "port": args.http_port,
                 "core": core,
-                "send_queue_size": args.send_queue_size,
+                "send_queue_bytes": args.send_queue_bytes,
+                "slow_timeout": args.slow_timeout,
                 "ping_interval": args.ping_interval,
             }
         )

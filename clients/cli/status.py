@@ -10,9 +10,12 @@ from typing import Any
 
 import aiohttp
 
+from clearpath.realtime.v1 import service_pb2 as spb
 from clients.cli._common import EXIT_ERROR, EXIT_OK, add_core_option, core_target, run_async
 from clients.sdk import ClearPathError, Client
-from core.server import SERVICE_NAME
+
+#: The service's full name, read from the protos' descriptors.
+SERVICE_NAME: str = spb.DESCRIPTOR.services_by_name["RealtimeService"].full_name
 
 __all__ = ["DEFAULT_BRIDGE", "register", "render_table"]
 

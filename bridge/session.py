@@ -1,0 +1,216 @@
+"""One browser socket's protocol state: no I/O, no aiohttp, tested with plain calls.
+
+A :class:`Session` holds what the bridge knows of a socket — its hub
+subscription (a queue bounded by bytes), the floors that keep replayed events
+from arriving twice, the rate bucket, the counters — and one
+:class:`State`. The transport side (:mod:`bridge.writer`) asks it for the
+bytes to write with :meth:`Session.take`.
+
+Slow-consumer policy, judged by progress, not by the size of a burst: a socket
+is too slow when more than ``max_bytes`` of frames wait for it, or when its
+transport has taken nothing for ``slow_timeout`` seconds while it had frames
+or bytes waiting (see :func:`is_stalled`). A socket that keeps reading is never
+cut off by a burst the bridge itself caused (a catch-up after an outage).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bridge.frames import Frame, text_frame
+from core.hub import Subscription
+from core.positions import Floors, HasPosition
+from core.topics import TOPIC_NAMES
+
+__all__ = ["Session", "State", "TokenBucket", "frame_size", "is_stalled"]
+
+
+class State(enum.Enum):
+    """Where a socket is in its life."""
+
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved; pure, clock passed in."""
+
+    __slots__ = ("_at", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at = now
+
+    def take(self, now: float) -> bool:
+        """Spend a token if there is one."""
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
+def frame_size(frame: Frame) -> int:
+    """What a frame costs in a socket's queue: its bytes on the wire."""
+    return len(frame.wire)
+
+
+def is_stalled(stalled_since: float | None, now: float, slow_timeout: float) -> bool:
+    """Whether a transport that stopped taking bytes at ``stalled_since`` (None:
+    it takes them) has made no progress for longer than ``slow_timeout``."""
+    return stalled_since is not None and now - stalled_since > slow_timeout
+
+
+class Session:
+    """The protocol state of one socket.
+
+    ``on_ready`` is called when frames become pending (or the queue overflows);
+    it must not block. Every frame reaches the socket through :attr:`sub`.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_delivered",
+        "_floors",
+        "batch",
+        "bucket",
+        "close_code",
+        "close_reason",
+        "connected_at",
+        "endpoint",
+        "frames_dropped",
+        "frames_sent",
+        "id",
+        "remote",
+        "resuming",
+        "state",
+        "sub",
+        "user",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        endpoint: str,
+        remote: str,
+        *,
+        max_bytes: int,
+        on_ready: Callable[[], None],
+        batch: bool = False,
+    ) -> None:
+        self.id = id
+        self.endpoint = endpoint
+        self.remote = remote
+        self.user: str | None = None
+        self.batch = batch
+        self.connected_at = time.time()
+        self.state = State.OPEN
+        self.bucket: TokenBucket | None = None
+        self.frames_sent = 0
+        self.frames_dropped = 0
+        #: The close code this bridge sent (None: the peer closed first, or not closed).
+        self.close_code: int | None = None
+        self.close_reason = ""
+        #: Topics whose resume is in progress (not yet live).
+        self.resuming: set[int] = set()
+        self._delivered = 0  # bit t: a frame of topic t was written
+        self._floors = Floors()
+        self.sub: Subscription[Frame] = Subscription(
+            (), None, on_ready, size=frame_size, max_bytes=max_bytes
+        )
+
+    # --- what reaches the socket ---------------------------------------------------
+
+    def send(self, frame: Frame) -> bool:
+        """Queue one frame (control frames, replays); False if refused (closing, overflow)."""
+        return self.state is State.OPEN and self.sub.offer(frame)
+
+    def hold_back(self, topic: int, floor: HasPosition) -> None:
+        """Refuse live frames of ``topic`` up to ``floor``: a resume replayed them
+        before the bridge's own stream brought them. Checked at dispatch, until the
+        first newer frame lifts it."""
+        self._floors.raise_to(topic, floor)
+        self.sub.set_filter(self._admits)
+
+    def _admits(self, frame: Frame) -> bool:
+        floors = self._floors
+        if floors.admits(frame.topic, frame):
+            if not floors:
+                self.sub.set_filter(None)  # no floor left: no check per frame
+            return True
+        return False
+
+    def forget_topic(self, topic: int) -> None:
+        """Drop the floor of ``topic`` (unsubscribed)."""
+        self._floors.discard(topic)
+        if not self._floors:
+            self.sub.set_filter(None)
+
+    def take(self, max_bytes: int) -> bytes:
+        """The bytes to write next: pending frames within ``max_bytes`` (at least one),
+        as whole WebSocket frames, or one JSON array frame in batch mode. Empty when
+        nothing is pending or the socket is not open."""
+        if self.state is not State.OPEN:
+            return b""
+        frames = self.sub.drain(max_bytes)
+        if not frames:
+            return b""
+        delivered = self._delivered
+        for frame in frames:
+            delivered |= 1 << frame.topic
+        self._delivered = delivered
+        self.frames_sent += len(frames)
+        if self.batch and len(frames) > 1:
+            return text_frame(b"[" + b",".join(f.data for f in frames) + b"]")
+        return b"".join(f.wire for f in frames)
+
+    def delivered(self, topic: int) -> bool:
+        """Whether a frame of ``topic`` has been written to this socket."""
+        return bool(self._delivered >> topic & 1)
+
+    @property
+    def pending(self) -> int:
+        """Bytes of frames waiting."""
+        return self.sub.bytes
+
+    # --- closing ------------------------------------------------------------------------
+
+    def begin_close(self, code: int | None, reason: str) -> bool:
+        """Move to CLOSING (once): take no more frames, drop what is queued (counted).
+        False if it was already closing or closed."""
+        if self.state is not State.OPEN:
+            return False
+        self.state = State.CLOSING
+        self.close_code = code
+        self.close_reason = reason
+        self.sub.close()
+        self.frames_dropped += self.sub.clear()
+        return True
+
+    def closed(self) -> None:
+        """The socket is gone."""
+        if self.state is State.OPEN:
+            self.sub.close()
+            self.frames_dropped += self.sub.clear()
+        self.state = State.CLOSED
+
+    def info(self) -> dict[str, Any]:
+        """This socket in ``/ws/connections``."""
+        return {
+            "id": self.id,
+            "endpoint": self.endpoint,
+            "user": self.user,
+            "subscriptions": sorted(TOPIC_NAMES[t] for t in self.sub.topics),
+            "connected_at": self.connected_at,
+            "frames_sent": self.frames_sent,
+            "send_queue_depth": len(self.sub),
+            "send_queue_bytes": self.sub.bytes,
+            "remote_address": self.remote,
+        }

@@ -1,0 +1,120 @@
+"""The transport side of a socket: the only code that writes to it.
+
+:class:`Writer` wraps the request's asyncio transport and aiohttp's protocol.
+It relies on two aiohttp internals, pinned by ``tests/test_aiohttp_internals.py``
+so an upgrade that changes them fails loudly: the protocol's ``writing_paused``
+flag (True while the transport's buffer is above its high-water mark) and its
+``_drain_helper()`` coroutine (returns once the buffer drained).
+
+:class:`Flusher` writes dirty sockets, each in isolation: one socket's failure
+is counted, logged and ends that socket only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from aiohttp.base_protocol import BaseProtocol
+
+__all__ = ["Flushable", "Flusher", "Writer"]
+
+log = logging.getLogger("clearpath.bridge")
+
+_PING = b"\x89\x00"  # a WebSocket ping frame with no payload
+
+
+class Writer:
+    """Writes bytes to one socket's transport and knows when it stopped taking them."""
+
+    __slots__ = ("_protocol", "_transport", "stalled_since")
+
+    def __init__(self, request: web.Request) -> None:
+        self._transport = request.transport
+        self._protocol: BaseProtocol | None = request.protocol
+        #: Loop time since which the transport has been above its high-water mark
+        #: (None: it takes what is written).
+        self.stalled_since: float | None = None
+
+    @property
+    def paused(self) -> bool:
+        """True while the transport's buffer is above its high-water mark."""
+        return self._protocol is not None and self._protocol.writing_paused
+
+    def write(self, data: bytes) -> bool:
+        """Write ``data``; False when the transport is gone or closing."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return False
+        transport.write(data)
+        if self.stalled_since is None and self.paused:
+            self.stalled_since = asyncio.get_running_loop().time()
+        return True
+
+    async def drained(self) -> None:
+        """Return once the transport's buffer is below its low-water mark.
+        Raises ConnectionError when the peer went away."""
+        if self._protocol is not None and self._protocol.writing_paused:
+            await self._protocol._drain_helper()
+        self.stalled_since = None
+
+    def ping(self) -> None:
+        """Write a WebSocket ping (the peer answers with a pong)."""
+        self.write(_PING)
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once; a no-op once it is gone."""
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class Flushable(Protocol):
+    """A socket the flusher can write."""
+
+    def flush(self) -> None: ...
+
+    def flush_failed(self, exc: Exception) -> None: ...
+
+
+class Flusher:
+    """Writes dirty sockets, at most once per ``interval`` seconds.
+
+    After a quiet spell the first frame goes out on the next loop turn; under
+    load, frames that arrive within one interval share one write per socket —
+    fewer, larger writes for at most ``interval`` of added latency.
+    """
+
+    def __init__(self, interval: float = 0.0) -> None:
+        self._interval = interval
+        self._dirty: dict[Flushable, None] = {}
+        self._handle: asyncio.Handle | None = None
+        self._last = 0.0
+        #: Sockets whose flush raised (each was ended, the others written).
+        self.failures = 0
+
+    def mark(self, conn: Flushable) -> None:
+        """Flush ``conn`` soon."""
+        self._dirty[conn] = None
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            due = self._last + self._interval
+            if loop.time() >= due:
+                self._handle = loop.call_soon(self._flush)
+            else:
+                self._handle = loop.call_at(due, self._flush)
+
+    def _flush(self) -> None:
+        self._handle = None
+        self._last = asyncio.get_running_loop().time()
+        dirty, self._dirty = self._dirty, {}
+        for conn in dirty:
+            try:
+                conn.flush()
+            except Exception as exc:  # one socket's failure must not stop the others
+                self.failures += 1
+                log.exception("flush of a socket failed; closing it")
+                conn.flush_failed(exc)
