@@ -144,20 +144,23 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         context: grpc.aio.ServicerContext[spb.HistoryRequest, spb.HistoryResponse],
     ) -> spb.HistoryResponse:
         try:
-            topic = request.topic
-            if topic not in TOPIC_NAMES:
-                raise InvalidArgument(f"topic: unknown topic {topic}")
-            since = request.since if request.HasField("since") else None
-            limit = request.limit or self._settings.max_batch
-            found = await self._broker.history(topic, since, min(limit, self._settings.max_batch))
+            return await self._history_page(request)
         except RealtimeError as exc:
             await context.abort(exc.grpc_code, str(exc))
-        response = spb.HistoryResponse(
-            state=spb.TopicState(topic=topic, position=found.position, recovered=found.recovered)
-        )
+
+    async def _history_page(self, request: spb.HistoryRequest) -> spb.HistoryResponse:
+        """One page: at most ``limit`` (and ``max_batch``) events and ``batch_bytes``,
+        though always the first event (it fits in a message)."""
+        topic = request.topic
+        if topic not in TOPIC_NAMES:
+            raise InvalidArgument(f"topic: unknown topic {topic}")
+        since = request.since if request.HasField("since") else None
+        limit = min(request.limit or self._settings.max_batch, self._settings.max_batch)
+        found = await self._broker.history(topic, since, limit)
+        state = spb.TopicState(topic=topic, position=found.position, recovered=found.recovered)
+        response = spb.HistoryResponse(state=state)
         budget = self._settings.batch_bytes
         for event in found.events:
-            # The first event always goes (it fits in a message); then up to a page's bytes.
             budget -= event.ByteSize()
             if budget < 0 and response.events:
                 break

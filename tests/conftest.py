@@ -76,3 +76,24 @@ async def start_bridge() -> AsyncIterator[StartBridge]:
 async def bridge(core: CoreNode, start_bridge: StartBridge) -> BridgeNode:
     """A bridge connected to ``core``, with fast pings."""
     return await start_bridge(core.address, ping_interval=5)
+
+
+Restart = Callable[..., Awaitable[CoreNode]]
+
+
+async def durable_core(start_core: StartCore, history_size: int = 1000) -> tuple[CoreNode, Restart]:
+    """A core whose history survives a restart (as with Redis), and how to restart it:
+    stop it, await ``while_down()`` if given, then start a new one on the same port
+    with the same broker."""
+    from core.broker.memory import MemoryBroker
+
+    broker = MemoryBroker(history_size=history_size)
+    core = await start_core(broker=broker)
+
+    async def restart(while_down: Callable[[], Awaitable[None]] | None = None) -> CoreNode:
+        await core.stop(0)
+        if while_down is not None:
+            await while_down()
+        return await start_core(broker=broker, port=core.port)
+
+    return core, restart

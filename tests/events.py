@@ -94,14 +94,8 @@ def large_agent_activity(i: int, chars: int = 4096) -> pb.Event:
     """A valid agent_activity event of about ``5 * chars`` bytes: five string fields at
     the longest a string may be (4,096 characters), about 20.5 kB in all."""
     text = f"{i:08d}" + "x" * (chars - 8)  # i >= 0
-    return pb.Event(
-        agent_activity=pb.AgentActivity(
-            agent_id=f"agent-{i}",
-            agent_type=text,
-            action=text,
-            outcome=text,
-            package_id=text,
-            details=text,
-            duration_ms=i,
-        )
-    )
+    long_fields = ("agent_type", "action", "outcome", "package_id", "details")
+    activity = pb.AgentActivity(agent_id=f"agent-{i}", duration_ms=i)
+    for name in long_fields:
+        setattr(activity, name, text)
+    return pb.Event(agent_activity=activity)

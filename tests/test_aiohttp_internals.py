@@ -12,6 +12,7 @@ from aiohttp.base_protocol import BaseProtocol
 
 from bridge.frames import text_frame
 from bridge.writer import Writer
+from tests.http_helpers import serving
 
 TIMEOUT = 10.0
 
@@ -46,15 +47,10 @@ async def test_writer_sees_a_full_transport_and_its_drain() -> None:
 
     app = web.Application()
     app.router.add_get("/", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
-    try:
+    async with serving(app) as port:
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         reader, writer = await asyncio.open_connection(sock=sock)
         writer.write(
@@ -74,6 +70,4 @@ async def test_writer_sees_a_full_transport_and_its_drain() -> None:
         await asyncio.wait_for(read_until_done(), TIMEOUT)
         assert results["after_drain"] == (False, None)
         writer.close()
-    finally:
         sock.close()
-        await runner.cleanup()

@@ -20,7 +20,7 @@ from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
 from core.server import CoreNode
 from core.topics import EVENT_TYPES, PAYLOAD_TOPIC, TOPIC_NAMES
-from tests.conftest import StartBridge
+from tests.conftest import StartBridge, durable_core
 from tests.events import SAMPLES, package, sample
 from tests.grpc_helpers import publish
 from tests.waiting import eventually
@@ -515,11 +515,7 @@ async def test_resume_too_old_says_not_recovered(
 async def test_core_restart_with_browsers_connected_loses_nothing(
     start_core: Any, start_bridge: StartBridge
 ) -> None:
-    from core.broker.memory import MemoryBroker
-
-    broker = MemoryBroker(history_size=1000)  # survives the restart, as Redis would
-    core = await start_core(broker=broker)
-    port = core.port
+    core, restart = await durable_core(start_core)
     # Slow retries: what is published right after the restart reaches the core first.
     bridge = await start_bridge(core.address, reconnect_initial=1.0, reconnect_max=1.0)
     browsers = [await open_ws(bridge, "/ws/packages") for _ in range(3)]
@@ -529,12 +525,13 @@ async def test_core_restart_with_browsers_connected_loses_nothing(
         await publish(sgrpc.RealtimeServiceStub(channel), *(package(f"a{i}") for i in range(5)))
     for ws, _ in browsers:
         await recv_events(ws, 5)
-    await core.stop(0)
-    # Browsers stay connected while the core is away.
-    for ws, _ in browsers:
-        await send(ws, "ping")
-        assert (await recv(ws))["type"] == "pong"
-    restarted = await start_core(broker=broker, port=port)
+
+    async def still_connected() -> None:  # browsers stay connected while the core is away
+        for ws, _ in browsers:
+            await send(ws, "ping")
+            assert (await recv(ws))["type"] == "pong"
+
+    restarted = await restart(still_connected)
     async with grpc.aio.insecure_channel(restarted.address) as channel:
         # Published before the bridge is back: only the core's history has these.
         await publish(sgrpc.RealtimeServiceStub(channel), *(package(f"b{i}") for i in range(5)))

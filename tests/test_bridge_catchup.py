@@ -14,7 +14,7 @@ import pytest
 
 from bridge.app import BridgeNode
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
-from tests.conftest import StartBridge, StartCore
+from tests.conftest import StartBridge, StartCore, durable_core
 from tests.events import large_agent_activity, package
 from tests.grpc_helpers import publish
 from tests.processes import clearpath_process
@@ -80,15 +80,10 @@ async def test_a_stalled_bridge_process_catches_up_without_cutting_off_readers()
 async def test_a_core_restart_backlog_reaches_every_reader(
     start_core: StartCore, start_bridge: StartBridge
 ) -> None:
-    from core.broker.memory import MemoryBroker
-
-    broker = MemoryBroker(history_size=10_000)  # survives the restart, as Redis would
-    core = await start_core(broker=broker)
-    port = core.port
+    core, restart = await durable_core(start_core, history_size=10_000)
     bridge = await start_bridge(core.address, reconnect_initial=1.0, reconnect_max=1.0)
     readers = [(await open_ws(bridge, "/ws/packages"))[0] for _ in range(5)]
-    await core.stop(0)
-    restarted = await start_core(broker=broker, port=port)
+    restarted = await restart()
     async with grpc.aio.insecure_channel(restarted.address) as channel:
         # Published before the bridge is back: it gets all 3,000 in one catch-up.
         await publish_packages(sgrpc.RealtimeServiceStub(channel), 3000, size=200)

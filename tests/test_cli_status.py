@@ -12,6 +12,7 @@ from aiohttp import web
 from clients.cli.status import render_table
 from core.server import CoreNode
 from tests.clients_helpers import run_cli
+from tests.http_helpers import serving
 
 if TYPE_CHECKING:
     from _pytest.capture import CaptureFixture
@@ -30,13 +31,8 @@ async def fake_bridge() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/ws/status", status)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def free_port() -> int:

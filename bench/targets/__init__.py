@@ -5,7 +5,11 @@ A target is one module here; :data:`TARGETS` lists them in the order they run.
 
 from bench.targets.base import Endpoint, GrpcStreamSpec, Target, WsSpec
 from bench.targets.baselines import AiohttpEncodeOnceTarget, GrpcRawTarget, NaiveTarget
-from bench.targets.clearpath import ClearpathCoreTarget, ClearpathTarget
+from bench.targets.clearpath import (
+    ClearpathBaselineTarget,
+    ClearpathCoreTarget,
+    ClearpathTarget,
+)
 
 __all__ = ["TARGETS", "Endpoint", "GrpcStreamSpec", "Target", "WsSpec", "get_targets"]
 
@@ -16,6 +20,7 @@ TARGETS: tuple[Target, ...] = (
     ClearpathTarget(batch=False),
     ClearpathTarget(batch=True),
     ClearpathCoreTarget(),
+    ClearpathBaselineTarget(),
 )
 
 

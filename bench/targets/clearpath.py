@@ -12,15 +12,20 @@ may carry a JSON array of frames.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
 from pathlib import Path
 
 from bench.loadgen.publisher import PublishSpec
-from bench.targets.base import Endpoint, GrpcStreamSpec, Target, WsSpec
+from bench.targets.base import Endpoint, GrpcStreamSpec, Target, TargetUnavailable, WsSpec
 
-__all__ = ["ClearpathCoreTarget", "ClearpathTarget"]
+__all__ = ["BASELINE_ENV", "ClearpathBaselineTarget", "ClearpathCoreTarget", "ClearpathTarget"]
+
+#: A checkout of another commit (``git worktree add DIR COMMIT``) to run as the
+#: ``clearpath-baseline`` target: before/after figures of a change in one run.
+BASELINE_ENV = "CLEARPATH_BENCH_BASELINE"
 
 _CORE = re.compile(r"core listening on (\S+?):(\d+)\b")
 _BRIDGE = re.compile(r"bridge listening on (?:https?://)?(\S+?):(\d+)\b")
@@ -82,6 +87,29 @@ class ClearpathTarget(Target):
                 chost, cport, f"{_SERVICE}/Subscribe", "clearpath", 100 if self.batch else 0
             ),
         )
+
+
+class ClearpathBaselineTarget(ClearpathTarget):
+    """``clearpath serve`` from another checkout (``$CLEARPATH_BENCH_BASELINE``), with
+    this venv: the code before a change, measured beside it in the same run."""
+
+    description = "clearpath serve from the checkout in $CLEARPATH_BENCH_BASELINE"
+
+    def __init__(self) -> None:
+        super().__init__(batch=False)
+        self.name = "clearpath-baseline"
+        self.workloads = frozenset({"W1", "W2", "W3"})
+
+    def command(self) -> list[str]:
+        tree = os.environ.get(BASELINE_ENV)
+        if not tree or not Path(tree, "clients", "cli", "app.py").is_file():
+            raise TargetUnavailable(f"set {BASELINE_ENV} to a checkout of the baseline commit")
+        # That tree's packages first on the path, whatever PYTHONPATH says.
+        run = (
+            f"import sys; sys.path.insert(0, {tree!r}); "
+            "from clients.cli.app import main; sys.exit(main())"
+        )
+        return [sys.executable, "-c", run, "serve", "--grpc-port", "0", "--http-port", "0"]
 
 
 class ClearpathCoreTarget(Target):
