@@ -16,13 +16,16 @@ export interface FakeBridge {
   port: number;
   /** `http://127.0.0.1:<port>` */
   url: string;
-  epoch: string;
+  /** The current epoch of every topic (changed by `resetHistory`). */
+  readonly epoch: string;
   setRate(eventsPerSecond: number): void;
   publish(events: { type: string; data: Record<string, unknown> }[]): void;
   offsets(): Record<string, number>;
   connectionCount(): number;
   dropAll(code?: number, reason?: string): void;
   killAll(): void;
+  /** A new epoch for every topic, announced to every connection as the real bridge does. */
+  resetHistory(): void;
   refuse(value: boolean): void;
   close(): Promise<void>;
 }

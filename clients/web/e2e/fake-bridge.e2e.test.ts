@@ -39,3 +39,28 @@ it('the dashboard runs against the fake bridge', async () => {
     await context.close();
   }
 });
+
+it('resumes with ?since= after a reconnect and shows a notice when the history is lost', async () => {
+  const context = await isolatedContext(browser, bridge.url);
+  try {
+    const page = await context.newPage();
+    const sockets: string[] = [];
+    page.on('websocket', (ws) => sockets.push(ws.url()));
+    await page.goto(`${bridge.url}/?topics=package_updates`, WAIT);
+    await page.locator('[data-testid="connection-state"][data-state="connected"]').waitFor(WAIT);
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="package-row"]').length >= 2, null, WAIT);
+    bridge.dropAll(1001);
+    await expect.poll(() => sockets.length, WAIT).toBe(2);
+    expect(sockets[1]).toMatch(new RegExp(`[?&]since=package_updates:${bridge.epoch}:\\d+`));
+    await page.locator('[data-testid="connection-state"][data-state="connected"]').waitFor(WAIT);
+    expect(await page.getByTestId('gap-notice').count()).toBe(0);
+
+    bridge.resetHistory();
+    const notice = page.getByTestId('gap-notice');
+    await notice.waitFor(WAIT);
+    expect(await notice.getAttribute('data-topic')).toBe('package_updates');
+    expect(await notice.getAttribute('data-reason')).toBe('epoch_changed');
+  } finally {
+    await context.close();
+  }
+});

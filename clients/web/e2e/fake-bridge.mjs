@@ -2,7 +2,8 @@
 /**
  * A stand-in for the ClearPath Realtime bridge, for the dashboard's end-to-end
  * tests and for front-end work without the Python services. It speaks the
- * bridge's WebSocket protocol (welcome, subscribe with `since` and replay,
+ * bridge's WebSocket protocol (welcome, resume with `?since=TOPIC:EPOCH:OFFSET`
+ * at connect or `since` in a subscribe, with replay and `recovered`/`reason`,
  * unsubscribe, ping/pong, error frames, batched arrays), keeps a bounded
  * history per topic, serves `dist/` at `/`, and simulates a fleet of packages.
  *
@@ -64,7 +65,7 @@ const now = () => new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
  */
 export async function startFakeBridge(options = {}) {
   const distDir = resolve(options.distDir ?? fileURLToPath(new URL('../dist/', import.meta.url)));
-  const epoch = randomBytes(4).toString('hex');
+  let epoch = randomBytes(4).toString('hex');
   /** @type {Map<string, { offset: number, events: any[] }>} */
   const streams = new Map(TOPICS.map((t) => [t, { offset: 0, events: [] }]));
   /** @type {Set<{ ws: import('ws').WebSocket, topics: Set<string> }>} */
@@ -96,7 +97,8 @@ export async function startFakeBridge(options = {}) {
       socket.destroy();
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, path));
+    const since = new URL(req.url ?? '/', 'http://x').searchParams.getAll('since');
+    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, path, since));
   });
 
   /** @param {any} conn @param {any} frame */
@@ -104,7 +106,45 @@ export async function startFakeBridge(options = {}) {
     if (conn.ws.readyState === 1) conn.ws.send(JSON.stringify(frame));
   }
 
-  function onConnection(ws, path) {
+  /**
+   * Subscribes `conn` to `topic`, resuming after `since` if given: the
+   * `subscribed` frame, then the replay. Not recovered: `position` is where
+   * the stream continues (the replay comes after it).
+   */
+  function subscribe(conn, topic, since) {
+    conn.topics.add(topic);
+    const stream = streams.get(topic);
+    let replay = [];
+    let position = { offset: stream.offset, epoch };
+    let recovered = true;
+    let reason;
+    if (since && typeof since.offset === 'number') {
+      const oldest = stream.events[0]?.position.offset ?? stream.offset + 1;
+      if (since.epoch !== epoch) reason = 'epoch_changed';
+      else if (since.offset > stream.offset) reason = 'position_ahead';
+      else if (since.offset < oldest - 1) reason = 'history_trimmed';
+      replay = reason === 'position_ahead' ? [] : stream.events.filter((e) => reason || e.position.offset > since.offset);
+      if (reason) {
+        recovered = false;
+        position = { offset: (replay[0]?.position.offset ?? stream.offset + 1) - 1, epoch };
+      }
+    }
+    send(conn, {
+      type: 'subscribed',
+      data: { subscription_type: topic, subscriptions: [...conn.topics], recovered, position, ...(reason ? { reason } : {}) },
+      timestamp: now(),
+    });
+    for (let i = 0; i < replay.length; i += 100) send(conn, replay.slice(i, i + 100));
+  }
+
+  /** `TOPIC:EPOCH:OFFSET` -> [topic, position], or null. */
+  function parseSince(value) {
+    const [topic, sinceEpoch, offset, ...rest] = value.split(':');
+    if (rest.length || !TOPICS.includes(topic) || !/^\d+$/.test(offset ?? '')) return null;
+    return [topic, { offset: Number(offset), epoch: sinceEpoch }];
+  }
+
+  function onConnection(ws, path, sinceParams = []) {
     const conn = { ws, topics: new Set(ENDPOINTS[path]) };
     conns.add(conn);
     send(conn, {
@@ -118,6 +158,7 @@ export async function startFakeBridge(options = {}) {
       },
       timestamp: now(),
     });
+    for (const parsed of sinceParams.map(parseSince)) if (parsed) subscribe(conn, ...parsed);
     ws.on('message', (raw, isBinary) => {
       let msg;
       try {
@@ -139,27 +180,7 @@ export async function startFakeBridge(options = {}) {
         conn.topics.delete(topic);
         return send(conn, { type: 'unsubscribed', data: { subscription_type: topic, subscriptions: [...conn.topics] }, timestamp: now() });
       }
-      conn.topics.add(topic);
-      const stream = streams.get(topic);
-      const since = msg.data.since;
-      let replay = [];
-      let recovered = true;
-      if (since && typeof since.offset === 'number') {
-        if (since.epoch === epoch) {
-          replay = stream.events.filter((e) => e.position.offset > since.offset);
-          const oldest = stream.events[0]?.position.offset ?? stream.offset + 1;
-          recovered = since.offset >= oldest - 1;
-        } else {
-          replay = [...stream.events];
-          recovered = false;
-        }
-      }
-      send(conn, {
-        type: 'subscribed',
-        data: { subscription_type: topic, subscriptions: [...conn.topics], recovered, position: { offset: stream.offset, epoch } },
-        timestamp: now(),
-      });
-      for (let i = 0; i < replay.length; i += 100) send(conn, replay.slice(i, i + 100));
+      subscribe(conn, topic, msg.data.since);
     });
     ws.on('close', () => conns.delete(conn));
     ws.on('error', () => conns.delete(conn));
@@ -210,7 +231,9 @@ export async function startFakeBridge(options = {}) {
   return {
     port,
     url: `http://127.0.0.1:${port}`,
-    epoch,
+    get epoch() {
+      return epoch;
+    },
     /** Events per second from now on (0 pauses the simulator). */
     setRate(r) {
       rate = r;
@@ -222,6 +245,30 @@ export async function startFakeBridge(options = {}) {
     },
     connectionCount() {
       return conns.size;
+    },
+    /**
+     * Loses every topic's history, as an in-memory core that restarted: a new
+     * epoch, offsets from 0, and to each connection, per topic it has, the
+     * bridge's notice (`subscribed`, `recovered: false`, `epoch_changed`).
+     */
+    resetHistory() {
+      epoch = randomBytes(4).toString('hex');
+      for (const stream of streams.values()) Object.assign(stream, { offset: 0, events: [] });
+      for (const conn of conns) {
+        for (const topic of conn.topics) {
+          send(conn, {
+            type: 'subscribed',
+            data: {
+              subscription_type: topic,
+              subscriptions: [...conn.topics],
+              recovered: false,
+              reason: 'epoch_changed',
+              position: { offset: 0, epoch },
+            },
+            timestamp: now(),
+          });
+        }
+      }
     },
     /** Closes every client connection with `code` (1001 going away, 1013 try again…). */
     dropAll(code = 1001, reason = 'going away') {

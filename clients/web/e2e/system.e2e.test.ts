@@ -217,14 +217,44 @@ describe('bridge restart: separate core and bridge processes', () => {
       await expect.poll(async () => (await logOffsets(page)).filter(([t]) => t === 'package_updates').map(([, o]) => o), WAIT).toEqual(range(1, 7));
       expect(await page.getByTestId('package-table').getAttribute('data-count')).toBe('7');
       expect(await page.locator('[data-testid="package-row"][data-package-id="down-2"]').getAttribute('data-status')).toBe('delayed');
-      // The bridge resumed the topic (no "history lost").
+      // The bridge resumed the topic (no "history lost", no gap notice).
       expect(await page.getByText('history lost').count()).toBe(0);
+      expect(await page.getByTestId('gap-notice').count()).toBe(0);
       await page.screenshot({ path: join(ARTIFACTS, `recovered-${signal}.png`), fullPage: true });
       // The browser itself logs refused handshakes while the bridge is down; nothing else may be logged.
       expect(problems.console.filter((e) => !e.startsWith('WebSocket connection to'))).toEqual([]);
       expect(problems.offsite).toEqual([]);
     });
   }
+});
+
+describe('core restart: history lost', () => {
+  it('shows a gap notice when an in-memory core restarts under a running bridge', async () => {
+    // The core comes back on the same port: the bridge's upstream finds it again.
+    const grpcPort = await freePort();
+    const coreArgs = ['serve', '--no-bridge', '--grpc-port', String(grpcPort)];
+    let core: Service = await startClearpath('core-1-restart', coreArgs, { core: true });
+    const bridge = await startClearpath('bridge-restart', ['bridge', '--core', core.core!, '--http-port', '0'], { bridge: true });
+    const { page } = await open(bridge.url!, '/?topics=package_updates');
+    await state(page, 'connected').waitFor(WAIT);
+    await waitSubscribed(page, 'package_updates');
+    await publishOne(core.core!, packageUpdate('old-1', 'OLD-1'));
+    await page.locator('[data-testid="package-row"][data-package-id="old-1"]').waitFor(WAIT);
+    expect(await page.getByTestId('gap-notice').count()).toBe(0);
+
+    await core.stop('SIGKILL');
+    core = await startClearpath('core-2-restart', coreArgs, { core: true });
+    const notice = page.getByTestId('gap-notice');
+    await notice.waitFor({ timeout: 30_000 });
+    expect(await notice.getAttribute('data-topic')).toBe('package_updates');
+    expect(await notice.getAttribute('data-reason')).toBe('epoch_changed');
+    // The socket stayed open, and the new epoch's events arrive.
+    expect(await page.getByTestId('connection-state').getAttribute('data-state')).toBe('connected');
+    const fresh = await publishOne(core.core!, packageUpdate('new-1', 'NEW-1'));
+    expect(fresh.position.offset).toBe(1);
+    await page.locator('[data-testid="package-row"][data-package-id="new-1"]').waitFor(WAIT);
+    await page.screenshot({ path: join(ARTIFACTS, 'gap-notice.png') });
+  });
 });
 
 describe('dashboard with the simulator (clearpath serve --simulate)', () => {

@@ -10,11 +10,17 @@
  *   or `closed`.
  * - A ping goes out every ping interval; a pong that does not come back
  *   within `pongTimeoutMs` counts the connection dead.
- * - After a reconnect, every topic the client had is subscribed again with
- *   the last position seen on it, so the bridge replays what was missed.
- *   Events are delivered in position order per topic, and an event whose
- *   position was already seen (same epoch, offset not above the last) is
- *   dropped: nothing is missed or shown twice.
+ * - Each topic's state lives in one `TopicState`: wanted or not, confirmed
+ *   by the bridge or not, and its `Cursor` (see `positions.ts`).
+ * - Every socket is opened with `?since=TOPIC:EPOCH:OFFSET` for each wanted
+ *   topic with a known position: the bridge replays what was missed on it in
+ *   order, then live events. Wanted topics without a position are subscribed
+ *   once the socket is open. The cursor drops any event already delivered, so
+ *   nothing is shown twice.
+ * - A `subscribed` frame with `recovered: false` (a resume that could not be
+ *   served, or the bridge's unsolicited notice that the topic's history was
+ *   lost) moves the cursor to where the stream continues and is reported to
+ *   gap listeners (`onGap`), besides being delivered as a frame.
  * - Nothing the server sends throws into the app: error frames, and client-made
  *   `client_*` error frames for unreadable input, go to frame listeners like
  *   any other frame. A listener that throws is reported to `onListenerError`.
@@ -23,6 +29,7 @@
  */
 
 import { backoffDelay, resolveBackoff, type BackoffOptions, type ResolvedBackoff } from './backoff';
+import { withSince } from './endpoint';
 import {
   TOPICS,
   clientError,
@@ -35,8 +42,10 @@ import {
   type FrameType,
   type ServerFrame,
   type StreamPosition,
+  type SubscribeMessage,
   type Topic,
 } from './frames';
+import { Cursor, type Gap } from './positions';
 
 export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'failed' | 'closed';
 
@@ -92,7 +101,11 @@ export interface RealtimeClientOptions {
   pongTimeoutMs?: number;
   /** Milliseconds a socket may take to open. Default 10 000. */
   connectTimeoutMs?: number;
-  /** Milliseconds to wait for a resumed topic's replay before delivering what arrived. Default 5 000. */
+  /**
+   * @deprecated No effect: the bridge now orders a resume asked for with
+   * `?since=` at connect, so the client holds nothing back. Kept so that
+   * existing callers compile.
+   */
   resumeTimeoutMs?: number;
   /** Close codes from the server after which the client does not reconnect. Default 1003, 1009. */
   terminalCloseCodes?: readonly number[];
@@ -113,6 +126,8 @@ export interface ClientStats {
   duplicatesDropped: number;
   unknownFramesIgnored: number;
   reconnects: number;
+  /** `subscribed` frames with `recovered: false`, reported to `onGap` listeners. */
+  gaps: number;
 }
 
 type Listener<T> = (value: T) => void;
@@ -122,7 +137,6 @@ const NORMAL_CLOSURE = 1000;
 /** Close code this client uses when it gives up on a socket (no pong, no open). */
 export const CLIENT_GAVE_UP = 4000;
 const DEFAULT_PING_MS = 25_000;
-const MAX_RESUME_BUFFER = 10_000;
 
 const defaultTimers: Timers = {
   // Looked up at call time, so fake timers installed after import still apply.
@@ -132,23 +146,26 @@ const defaultTimers: Timers = {
 
 const defaultFactory: WebSocketFactory = (url) => new WebSocket(url) as unknown as WebSocketLike;
 
-/** A topic resubscribed with `since`, whose replay is being collected. */
-interface Resume {
-  /** The position the replay starts after. */
-  since: StreamPosition;
-  /** Events held until the replay has caught up, then delivered in offset order. */
-  buffer: AnyEventFrame[];
-  /** Offsets held, in the epoch of `since`. */
-  have: Set<number>;
-  /** The lowest offset after `since` not held yet (the replay is complete below it). */
-  next: number;
-  /** Set by the `subscribed` frame: the replay is complete once it reached this position. */
-  until: StreamPosition | null;
-  confirmed: boolean;
-  recovered: boolean;
-  /** How many events were held when the `subscribed` frame came. */
-  heldBeforeConfirm: number;
-  timer: unknown;
+/** One topic's state in a client (as a centrifuge-js `Subscription` is). */
+class TopicState {
+  /** The app or the endpoint has the topic: it is subscribed on every connection. */
+  wanted = false;
+  /** The app unsubscribed from it: undone if the endpoint subscribes it on its own. */
+  optedOut = false;
+  /** The endpoint subscribed the connection to it on its own (from the last `welcome`). */
+  byEndpoint = false;
+  /** In the subscription list the bridge last reported. */
+  confirmed = false;
+  /** Resumed with `?since=` in the URL of the current socket. */
+  resumedAtConnect = false;
+  readonly cursor: Cursor;
+
+  constructor(
+    readonly topic: Topic,
+    position: StreamPosition | null = null,
+  ) {
+    this.cursor = new Cursor(topic, position);
+  }
 }
 
 export class RealtimeClient {
@@ -159,7 +176,6 @@ export class RealtimeClient {
   private pingMs: number;
   private readonly pongTimeoutMs: number;
   private readonly connectTimeoutMs: number;
-  private readonly resumeTimeoutMs: number;
   private readonly terminalCodes: ReadonlySet<number>;
   private readonly factory: WebSocketFactory;
   private readonly timers: Timers;
@@ -180,21 +196,11 @@ export class RealtimeClient {
   private pingTimer: unknown = null;
   private pongTimer: unknown = null;
 
-  /** The topics this client has: asked for, or subscribed by the endpoint. */
-  private readonly topics = new Set<Topic>();
-  /** Topics the app unsubscribed from: undone if an endpoint subscribes them on its own. */
-  private readonly optedOut = new Set<Topic>();
-  /** The subscription list the bridge last reported. */
-  private serverTopics: Topic[] = [];
-  /** The topics the endpoint subscribed this connection to on its own (from `welcome`). */
-  private endpointTopics: Topic[] = [];
-  /** Last position delivered, per topic. */
-  private readonly positions = new Map<Topic, StreamPosition>();
-  /** Where to resume a topic from when no event was seen on it yet (from `subscribed`). */
-  private readonly seeds = new Map<Topic, StreamPosition>();
-  private readonly resumes = new Map<Topic, Resume>();
+  /** Every topic's state, in the protocol's order. */
+  private readonly topics: readonly TopicState[];
 
   private readonly frameListeners = new Set<Listener<ServerFrame>>();
+  private readonly gapListeners = new Set<Listener<Gap>>();
   private readonly typeListeners = new Map<FrameType, Set<Listener<ServerFrame>>>();
   private readonly statusListeners = new Set<Listener<ConnectionStatus>>();
 
@@ -204,6 +210,7 @@ export class RealtimeClient {
     duplicatesDropped: 0,
     unknownFramesIgnored: 0,
     reconnects: 0,
+    gaps: 0,
   };
 
   constructor(options: RealtimeClientOptions) {
@@ -215,16 +222,13 @@ export class RealtimeClient {
     this.pingMs = options.pingIntervalMs ?? DEFAULT_PING_MS;
     this.pongTimeoutMs = options.pongTimeoutMs ?? 10_000;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
-    this.resumeTimeoutMs = options.resumeTimeoutMs ?? 5_000;
     this.terminalCodes = new Set(options.terminalCloseCodes ?? [1003, 1009]);
     this.factory = options.webSocketFactory ?? defaultFactory;
     this.timers = options.timers ?? defaultTimers;
     this.random = options.random ?? Math.random;
     this.onListenerError = options.onListenerError ?? ((error) => console.error('RealtimeClient listener threw', error));
-    for (const topic of options.topics ?? []) this.topics.add(topic);
-    for (const [topic, position] of Object.entries(options.positions ?? {})) {
-      if (isTopic(topic) && position) this.positions.set(topic, { ...position });
-    }
+    this.topics = TOPICS.map((t) => new TopicState(t, options.positions?.[t] ?? null));
+    for (const topic of options.topics ?? []) this.topic(topic).wanted = true;
     if (options.autoConnect) this.connect();
   }
 
@@ -255,23 +259,26 @@ export class RealtimeClient {
 
   /** The topics this client has, in the protocol's order. */
   get subscriptions(): Topic[] {
-    return TOPICS.filter((t) => this.topics.has(t));
+    return this.topics.filter((s) => s.wanted).map((s) => s.topic);
   }
 
   /** The subscription list the bridge last confirmed. */
   get confirmedSubscriptions(): Topic[] {
-    return TOPICS.filter((t) => this.serverTopics.includes(t));
+    return this.topics.filter((s) => s.confirmed).map((s) => s.topic);
   }
 
   /** The topics the endpoint subscribes a connection to on its own, from its last `welcome`. */
   get endpointSubscriptions(): Topic[] {
-    return [...this.endpointTopics];
+    return this.topics.filter((s) => s.byEndpoint).map((s) => s.topic);
   }
 
-  /** The last position delivered on `topic`, if any. */
+  /**
+   * Where `topic`'s stream stands for this client: the last event delivered,
+   * or where the bridge said the stream continues. Null when unknown. This is
+   * what to keep (e.g. in `sessionStorage`) and pass back as `positions`.
+   */
   positionOf(topic: Topic): StreamPosition | null {
-    const p = this.positions.get(topic);
-    return p ? { ...p } : null;
+    return this.topic(topic).cursor.position;
   }
 
   /** Opens the connection. Does nothing while connecting, connected or reconnecting. */
@@ -287,32 +294,30 @@ export class RealtimeClient {
     if (this._state === 'closed') return;
     this.clearConnectionTimers();
     this.clearTimer('reconnectTimer');
-    this.dropResumes();
     const socket = this.detachSocket();
     if (socket) safeClose(socket, NORMAL_CLOSURE, reason);
     this.retryDelayMs = null;
-    this.serverTopics = [];
+    this.setConfirmed([]);
     this.setState('closed');
   }
 
   /** Subscribes to `topic` (now if connected, else on connect). Subscribing twice does nothing. */
   subscribe(topic: Topic): void {
-    if (!isTopic(topic)) throw new TypeError(`unknown subscription type: ${String(topic)}`);
-    this.optedOut.delete(topic);
-    if (this.topics.has(topic)) return;
-    this.topics.add(topic);
-    if (this.socketOpen()) this.send({ type: 'subscribe', data: { subscription_type: topic } });
+    const s = this.topic(topic);
+    s.optedOut = false;
+    if (s.wanted) return;
+    s.wanted = true;
+    if (this.socketOpen()) this.sendSubscribe(s);
     this.emitStatus();
   }
 
   /** Unsubscribes from `topic`, and forgets its position. */
   unsubscribe(topic: Topic): void {
-    if (!isTopic(topic)) throw new TypeError(`unknown subscription type: ${String(topic)}`);
-    this.optedOut.add(topic);
-    if (!this.topics.delete(topic)) return;
-    this.positions.delete(topic);
-    this.seeds.delete(topic);
-    this.endResume(topic, false);
+    const s = this.topic(topic);
+    s.optedOut = true;
+    if (!s.wanted) return;
+    s.wanted = false;
+    s.cursor.reset();
     if (this.socketOpen()) this.send({ type: 'unsubscribe', data: { subscription_type: topic } });
     this.emitStatus();
   }
@@ -348,6 +353,17 @@ export class RealtimeClient {
     return () => set.delete(l);
   }
 
+  /**
+   * Calls `listener` when events of a topic were lost: a resume the bridge
+   * could not serve, or its notice that the topic's history was lost (e.g. an
+   * in-memory core restarted). The events that follow come after
+   * `gap.position`; what lies between is lost to this client. Returns the remover.
+   */
+  onGap(listener: Listener<Gap>): () => void {
+    this.gapListeners.add(listener);
+    return () => this.gapListeners.delete(listener);
+  }
+
   /** Calls `listener` with the status after every change. Returns the remover. */
   onStatus(listener: Listener<ConnectionStatus>): () => void {
     this.statusListeners.add(listener);
@@ -360,13 +376,19 @@ export class RealtimeClient {
 
   private openSocket(state: 'connecting' | 'reconnecting'): void {
     this.retryDelayMs = null;
-    this.serverTopics = [];
+    this.setConfirmed([]);
     this.heardOnSocket = false;
     this.connectionId = null;
     this.setState(state);
+    const resumes: [Topic, StreamPosition][] = [];
+    for (const s of this.topics) {
+      const position = s.wanted ? s.cursor.position : null;
+      s.resumedAtConnect = position !== null;
+      if (position) resumes.push([s.topic, position]);
+    }
     let socket: WebSocketLike;
     try {
-      socket = this.factory(this.url);
+      socket = this.factory(withSince(this.url, resumes));
     } catch (error) {
       this.connectionLost(`cannot open ${this.url}: ${describe(error)}`);
       return;
@@ -396,7 +418,11 @@ export class RealtimeClient {
     this.clearTimer('connectTimer');
     if (this.attempt > 0) this.stats.reconnects += 1;
     this.setState('connected');
-    for (const topic of this.subscriptions) this.sendSubscribe(topic, true);
+    for (const s of this.topics) {
+      // Resumed by the URL: the bridge answers with `subscribed`, then replays.
+      if (s.resumedAtConnect && !s.wanted) this.send({ type: 'unsubscribe', data: { subscription_type: s.topic } });
+      else if (!s.resumedAtConnect && s.wanted) this.sendSubscribe(s);
+    }
     this.schedulePing();
   }
 
@@ -405,8 +431,7 @@ export class RealtimeClient {
     const why = `closed by server (${code}${reason ? `: ${reason}` : ''})`;
     if (this.terminalCodes.has(code)) {
       this.clearConnectionTimers();
-      this.dropResumes();
-      this.serverTopics = [];
+      this.setConfirmed([]);
       this.lastError = why;
       this.setState('failed');
       return;
@@ -424,9 +449,8 @@ export class RealtimeClient {
 
   private connectionLost(why: string): void {
     this.clearConnectionTimers();
-    this.dropResumes();
     this.socket = null;
-    this.serverTopics = [];
+    this.setConfirmed([]);
     this.lastError = why;
     if (this.heardOnSocket) this.attempt = 0;
     this.attempt += 1;
@@ -505,6 +529,7 @@ export class RealtimeClient {
   }
 
   private handleControl(frame: Exclude<ServerFrame, AnyEventFrame>): void {
+    let gap: Gap | null = null;
     switch (frame.type) {
       case 'welcome': {
         this.connectionId = frame.data.connection_id;
@@ -513,41 +538,37 @@ export class RealtimeClient {
           this.pingMs = interval * 1000;
           this.schedulePing();
         }
-        this.serverTopics = (frame.data.subscriptions ?? []).filter(isTopic);
-        this.endpointTopics = [...this.serverTopics];
-        for (const topic of this.serverTopics) {
-          if (this.optedOut.has(topic)) {
-            this.send({ type: 'unsubscribe', data: { subscription_type: topic } });
-          } else if (!this.topics.has(topic)) {
-            this.topics.add(topic);
-          }
+        const auto = frame.data.subscriptions ?? [];
+        this.setConfirmed(auto);
+        for (const s of this.topics) {
+          s.byEndpoint = auto.includes(s.topic);
+          if (!s.byEndpoint) continue;
+          if (s.optedOut) this.send({ type: 'unsubscribe', data: { subscription_type: s.topic } });
+          else s.wanted = true;
         }
         this.emitStatus();
         break;
       }
       case 'subscribed': {
         const topic = frame.data.subscription_type;
-        this.serverTopics = (frame.data.subscriptions ?? []).filter(isTopic);
-        const position = frame.data.position;
-        if (isTopic(topic) && position && !this.positions.has(topic)) this.seeds.set(topic, { ...position });
-        const resume = isTopic(topic) ? this.resumes.get(topic) : undefined;
-        if (resume && !resume.confirmed) {
-          resume.confirmed = true;
-          resume.until = position ?? null;
-          resume.recovered = frame.data.recovered !== false;
-          resume.heldBeforeConfirm = resume.buffer.length;
-          this.emitStatus();
-          this.dispatch(frame);
-          this.maybeFinishResume(topic);
-          return;
+        this.setConfirmed(frame.data.subscriptions ?? []);
+        // A late answer for a topic dropped since must not bring its position back.
+        if (isTopic(topic) && this.topic(topic).wanted) {
+          const { recovered, position, reason } = frame.data;
+          // Only an explicit `recovered: false` is a gap; a frame without the field is read as recovered.
+          gap = this.topic(topic).cursor.confirm({ recovered: recovered !== false, position: position ?? null, reason });
         }
         this.emitStatus();
         break;
       }
-      case 'unsubscribed':
-        this.serverTopics = (frame.data.subscriptions ?? []).filter(isTopic);
+      case 'unsubscribed': {
+        const topic = frame.data.subscription_type;
+        this.setConfirmed(frame.data.subscriptions ?? []);
+        // Nothing more comes on it: forget the position stragglers left.
+        if (isTopic(topic) && !this.topic(topic).wanted) this.topic(topic).cursor.reset();
         this.emitStatus();
         break;
+      }
       case 'pong':
         this.clearTimer('pongTimer');
         break;
@@ -555,120 +576,45 @@ export class RealtimeClient {
         break;
     }
     this.dispatch(frame);
-  }
-
-  private handleEvent(frame: AnyEventFrame): void {
-    const topic = frame.subscription_type;
-    const resume = this.resumes.get(topic);
-    if (resume) {
-      resume.buffer.push(frame);
-      const p = frame.position;
-      if (p && p.epoch === resume.since.epoch && p.offset >= resume.next) {
-        resume.have.add(p.offset);
-        while (resume.have.has(resume.next)) resume.next += 1;
-      }
-      if (resume.buffer.length >= MAX_RESUME_BUFFER) this.endResume(topic, true);
-      else this.maybeFinishResume(topic);
-      return;
+    if (gap) {
+      this.stats.gaps += 1;
+      for (const listener of [...this.gapListeners]) this.call(listener, gap);
     }
-    this.deliverEvent(frame);
   }
 
-  /** Delivers an event unless its position was already seen. */
-  private deliverEvent(frame: AnyEventFrame): void {
-    const topic = frame.subscription_type;
-    const position = frame.position;
-    if (position) {
-      const last = this.positions.get(topic);
-      if (last && last.epoch === position.epoch && position.offset <= last.offset) {
-        this.stats.duplicatesDropped += 1;
-        return;
-      }
-      this.positions.set(topic, { offset: position.offset, epoch: position.epoch });
-      this.seeds.delete(topic);
+  /** Delivers an event unless the topic's cursor has seen its position. */
+  private handleEvent(frame: AnyEventFrame): void {
+    if (!this.topic(frame.subscription_type).cursor.accept(frame)) {
+      this.stats.duplicatesDropped += 1;
+      return;
     }
     this.stats.eventsDelivered += 1;
     this.dispatch(frame);
   }
 
   // -------------------------------------------------------------------------
-  // Subscriptions and resume
+  // Subscriptions
   // -------------------------------------------------------------------------
 
+  private topic(topic: Topic): TopicState {
+    const s = isTopic(topic) ? this.topics[TOPICS.indexOf(topic)] : undefined;
+    if (!s) throw new TypeError(`unknown subscription type: ${String(topic)}`);
+    return s;
+  }
+
   /**
-   * Subscribes on the open socket. On (re)connect, a topic with a known
-   * position is resumed: its events are held until the replay has caught up
-   * with the position the bridge reports in `subscribed`, then delivered in
-   * order. That way live events that an auto-subscribing endpoint sends before
-   * the replay cannot make the replayed ones look like duplicates.
+   * Subscribes on the open socket; with `since` when the topic has a position
+   * (given at construction), which the bridge resumes after.
    */
-  private sendSubscribe(topic: Topic, resume: boolean): void {
-    const since = resume ? (this.positions.get(topic) ?? this.seeds.get(topic)) : undefined;
-    const data: { subscription_type: Topic; since?: StreamPosition } = { subscription_type: topic };
-    if (since) {
-      data.since = { ...since };
-      if (!this.positions.has(topic)) this.positions.set(topic, { ...since });
-      this.endResume(topic, false);
-      const timer = this.timers.setTimeout(() => this.endResume(topic, true), this.resumeTimeoutMs);
-      this.resumes.set(topic, {
-        since: { ...since },
-        buffer: [],
-        have: new Set(),
-        next: since.offset + 1,
-        until: null,
-        confirmed: false,
-        recovered: true,
-        heldBeforeConfirm: 0,
-        timer,
-      });
-    }
+  private sendSubscribe(s: TopicState): void {
+    const data: SubscribeMessage['data'] = { subscription_type: s.topic };
+    const since = s.cursor.position;
+    if (since) data.since = since;
     this.send({ type: 'subscribe', data });
   }
 
-  /**
-   * Ends a confirmed resume once the replay has caught up with the position
-   * the bridge reported: every offset from `since` up to it is held (whatever
-   * order the replay and live events came in), or, when the bridge could not
-   * recover (`recovered: false`, new epoch), an event at or past it arrived
-   * after the `subscribed` frame.
-   */
-  private maybeFinishResume(topic: Topic): void {
-    const resume = this.resumes.get(topic);
-    if (!resume || !resume.confirmed) return;
-    const until = resume.until;
-    const last = this.positions.get(topic);
-    let caughtUp: boolean;
-    if (until === null || until.offset <= 0) caughtUp = true;
-    else if (last !== undefined && last.epoch === until.epoch && last.offset >= until.offset) caughtUp = true;
-    else if (resume.recovered && resume.since.epoch === until.epoch) caughtUp = resume.next > until.offset;
-    else
-      caughtUp = resume.buffer
-        .slice(resume.heldBeforeConfirm)
-        .some((f) => f.position !== null && f.position.epoch === until.epoch && f.position.offset >= until.offset);
-    if (caughtUp) this.endResume(topic, true);
-  }
-
-  /** Ends a resume; with `deliver`, delivers what it held in position order. */
-  private endResume(topic: Topic, deliver: boolean): void {
-    const resume = this.resumes.get(topic);
-    if (!resume) return;
-    this.resumes.delete(topic);
-    this.timers.clearTimeout(resume.timer);
-    if (!deliver) return;
-    const epoch = resume.until?.epoch ?? this.positions.get(topic)?.epoch;
-    const rank = (f: AnyEventFrame): [number, number] =>
-      f.position === null ? [1, Number.MAX_SAFE_INTEGER] : [f.position.epoch === epoch ? 1 : 0, f.position.offset];
-    const ordered = resume.buffer
-      .map((frame, index) => ({ frame, index, key: rank(frame) }))
-      .sort((a, b) => a.key[0] - b.key[0] || a.key[1] - b.key[1] || a.index - b.index);
-    for (const { frame } of ordered) {
-      if (this._state !== 'connected') return;
-      this.deliverEvent(frame);
-    }
-  }
-
-  private dropResumes(): void {
-    for (const topic of [...this.resumes.keys()]) this.endResume(topic, false);
+  private setConfirmed(subscriptions: readonly unknown[]): void {
+    for (const s of this.topics) s.confirmed = subscriptions.includes(s.topic);
   }
 
   // -------------------------------------------------------------------------

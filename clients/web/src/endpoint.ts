@@ -1,5 +1,7 @@
 /** Turning what a page is given (`/ws/dashboard`, `ws://host/ws/map`) into a WebSocket URL. */
 
+import type { StreamPosition, Topic } from './frames';
+
 /** The default endpoint: every topic, nothing subscribed until asked. */
 export const DEFAULT_ENDPOINT = '/ws/connect';
 
@@ -34,4 +36,17 @@ export function resolveInBrowser(endpoint: string): string {
   const loc = typeof window === 'undefined' ? undefined : window.location;
   if (!loc || /^wss?:\/\//i.test(endpoint)) return endpoint;
   return resolveEndpoint(endpoint, loc);
+}
+
+/**
+ * `url` with one `since=TOPIC:EPOCH:OFFSET` query parameter per position: the
+ * bridge resumes those topics at connect, in order and without duplicates,
+ * before any live event on them. Colons are kept readable; the rest is escaped.
+ */
+export function withSince(url: string, positions: readonly (readonly [Topic, StreamPosition])[]): string {
+  if (positions.length === 0) return url;
+  const params = positions.map(
+    ([topic, p]) => `since=${encodeURIComponent(`${topic}:${p.epoch}:${p.offset}`).replace(/%3A/gi, ':')}`,
+  );
+  return `${url}${url.includes('?') ? '&' : '?'}${params.join('&')}`;
 }

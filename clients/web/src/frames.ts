@@ -349,14 +349,31 @@ export interface WelcomeData {
   ping_interval: number;
 }
 
+/**
+ * Why events of a topic were lost: its history was reset (e.g. an in-memory
+ * core restarted), the resume position is older than the history kept, or it
+ * is ahead of the topic (a position from some other core).
+ */
+export const GAP_REASONS = ['epoch_changed', 'history_trimmed', 'position_ahead'] as const;
+export type GapReason = (typeof GAP_REASONS)[number];
+
+/**
+ * The answer to a subscribe (or to a `?since=` resume), and, unsolicited with
+ * `recovered: false`, the notice that the topic's history was lost.
+ */
 export interface SubscribedData {
   subscription_type: Topic;
   /** The connection's full current subscription list. */
   subscriptions: Topic[];
-  /** True when a resume was asked for and every event after it will be sent (or none was asked for). */
+  /**
+   * True when every event after the resume position will be sent (or no
+   * resume was asked for). False: a gap; the stream continues after `position`.
+   */
   recovered: boolean;
-  /** The topic's latest position when the subscription started. */
+  /** With `recovered`, the topic's latest position when the subscription started; without, where the stream continues. */
   position: StreamPosition | null;
+  /** Set when `recovered` is false. */
+  reason?: GapReason;
 }
 
 export interface UnsubscribedData {

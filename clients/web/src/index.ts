@@ -15,5 +15,7 @@ export { ClientRegistry, defaultRegistry } from './registry';
 export type { ClientLease, ClientRegistryOptions, SharedClientOptions } from './registry';
 export { RealtimeProvider, useWebSocket } from './react';
 export type { UseWebSocketOptions, UseWebSocketResult } from './react';
-export { DEFAULT_ENDPOINT, endpointFromPage, resolveEndpoint } from './endpoint';
+export { DEFAULT_ENDPOINT, endpointFromPage, resolveEndpoint, withSince } from './endpoint';
+export { Cursor, inferReason, isGapReason, isNew } from './positions';
+export type { Confirmation, Gap } from './positions';
 export * from './frames';

@@ -22,6 +22,7 @@ import {
 import type { ConnectionState, ConnectionStatus, RealtimeClient } from './client';
 import { resolveInBrowser } from './endpoint';
 import type { ClientMessage, ServerFrame, Topic } from './frames';
+import type { Gap } from './positions';
 import { defaultRegistry, type ClientLease, type ClientRegistry, type SharedClientOptions } from './registry';
 
 export interface UseWebSocketOptions {
@@ -31,6 +32,11 @@ export interface UseWebSocketOptions {
   topics?: readonly Topic[];
   /** Called with every frame, from the socket's callback: no re-render needed, never stale. */
   onMessage?: (frame: ServerFrame) => void;
+  /**
+   * Called when events of a topic were lost (see `RealtimeClient.onGap`): the
+   * bridge could not resume it, or the topic's history was lost upstream.
+   */
+  onGap?: (gap: Gap) => void;
   /** Keep `lastMessage` up to date (one re-render per frame). Default true; turn off for busy streams. */
   trackLastMessage?: boolean;
   /** Connect only while true. Default true. */
@@ -47,6 +53,11 @@ export interface UseWebSocketResult {
   isConnected: boolean;
   /** The last frame received (null until one arrives, or when `trackLastMessage` is false). */
   lastMessage: ServerFrame | null;
+  /**
+   * The last gap reported since this component mounted: events of
+   * `lastGap.topic` before `lastGap.position` may be missing. Null: none.
+   */
+  lastGap: Gap | null;
   /** Sends a message if connected; returns whether it was sent. */
   sendMessage: (message: ClientMessage) => boolean;
   /** Holds `topic` for this component (released on unmount). */
@@ -96,13 +107,16 @@ export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult {
   const [subscriptions, setSubscriptions] = useState<Topic[]>([]);
   const [confirmedSubscriptions, setConfirmed] = useState<Topic[]>([]);
   const [lastMessage, setLastMessage] = useState<ServerFrame | null>(null);
+  const [lastGap, setLastGap] = useState<Gap | null>(null);
   const [client, setClient] = useState<RealtimeClient | null>(null);
 
   const onMessageRef = useRef(options.onMessage);
+  const onGapRef = useRef(options.onGap);
   const trackRef = useRef(track);
   const clientOptionsRef = useRef(options.clientOptions);
   useIsomorphicLayoutEffect(() => {
     onMessageRef.current = options.onMessage;
+    onGapRef.current = options.onGap;
     trackRef.current = track;
     clientOptionsRef.current = options.clientOptions;
   });
@@ -134,11 +148,16 @@ export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult {
       onMessageRef.current?.(frame);
       if (trackRef.current) setLastMessage(frame);
     });
+    const offGap = c.onGap((gap) => {
+      onGapRef.current?.(gap);
+      setLastGap(gap);
+    });
     setClient(c);
     sync(c.status);
     return () => {
       offStatus();
       offFrame();
+      offGap();
       leaseRef.current = null;
       lease.dispose();
     };
@@ -178,6 +197,7 @@ export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult {
     status,
     isConnected: status.state === 'connected',
     lastMessage,
+    lastGap,
     sendMessage,
     subscribe,
     unsubscribe,

@@ -2,24 +2,34 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_BACKOFF, backoffDelay, baseDelay, delayBounds, resolveBackoff } from '../src/backoff';
 
 describe('backoff', () => {
-  const opts = resolveBackoff({ initialMs: 500, maxMs: 15_000, factor: 2, jitter: 0.3 });
+  const opts = resolveBackoff({ initialMs: 500, maxMs: 15_000, factor: 2, jitter: 0.5 });
 
   it('doubles from the initial delay up to the cap', () => {
     expect([1, 2, 3, 4, 5, 6, 7].map((n) => baseDelay(n, opts))).toEqual([500, 1000, 2000, 4000, 8000, 15_000, 15_000]);
   });
 
-  it('keeps jittered delays within [base*(1-j), min(max, base*(1+j))]', () => {
+  it('is base(n) * (1 - jitter * r), the formula of core/backoff.py', () => {
+    // Values the Python `Backoff.delay` gives for the same inputs.
+    const cases: [attempt: number, r: number, ms: number][] = [
+      [1, 0, 500],
+      [1, 0.5, 375],
+      [2, 0.25, 875],
+      [3, 0.999, 1001],
+      [6, 0.2, 13_500],
+      [40, 0.5, 11_250],
+    ];
+    for (const [attempt, r, ms] of cases) expect(backoffDelay(attempt, opts, () => r)).toBeCloseTo(ms, 6);
+  });
+
+  it('keeps delays within [base * (1 - jitter), base], never above maxMs', () => {
     for (let attempt = 1; attempt <= 8; attempt++) {
-      const [low, high] = delayBounds(attempt, opts);
       const base = baseDelay(attempt, opts);
-      expect(low).toBeCloseTo(base * 0.7);
-      expect(high).toBeCloseTo(Math.min(15_000, base * 1.3));
-      expect(backoffDelay(attempt, opts, () => 0)).toBeCloseTo(low);
-      expect(backoffDelay(attempt, opts, () => 0.999999)).toBeCloseTo(high, 0);
+      expect(delayBounds(attempt, opts)).toEqual([base / 2, base]);
       for (let i = 0; i < 200; i++) {
         const d = backoffDelay(attempt, opts);
-        expect(d).toBeGreaterThanOrEqual(low);
-        expect(d).toBeLessThanOrEqual(high);
+        expect(d).toBeGreaterThan(base / 2);
+        expect(d).toBeLessThanOrEqual(base);
+        expect(d).toBeLessThanOrEqual(opts.maxMs);
       }
     }
   });
@@ -35,6 +45,7 @@ describe('backoff', () => {
   });
 
   it('has documented defaults and rejects nonsense', () => {
+    expect(resolveBackoff()).toEqual({ initialMs: 500, maxMs: 15_000, factor: 2, jitter: 0.5 });
     expect(resolveBackoff()).toEqual(DEFAULT_BACKOFF);
     expect(() => resolveBackoff({ jitter: 2 })).toThrow(RangeError);
     expect(() => resolveBackoff({ factor: 0.5 })).toThrow(RangeError);

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { CLIENT_GAVE_UP, RealtimeClient, type ConnectionState, type RealtimeClientOptions } from '../src/client';
 import type { ServerFrame } from '../src/frames';
+import type { Gap } from '../src/positions';
 import { event, fakeSockets, subscribed, welcome } from './fakes';
 
 const URL = 'ws://bridge.test/ws/connect';
@@ -116,8 +117,8 @@ describe('reconnection', () => {
     fake.last().open();
     fake.last().receive(welcome());
     fake.last().serverClose(1001, 'going away');
-    // random() = 0.5 puts each delay at its base: 100, 200, 400, 800, 1600 ms.
-    const expected = [100, 200, 400, 800, 1600];
+    // base(n) * (1 - jitter * r) with jitter 0.5 and r = 0.5: three quarters of 100, 200, 400, 800, 1600 ms.
+    const expected = [75, 150, 300, 600, 1200];
     for (const [i, delay] of expected.entries()) {
       expect(client.state).toBe('reconnecting');
       expect(client.status.attempt).toBe(i + 1);
@@ -160,7 +161,7 @@ describe('reconnection', () => {
     expect(client.stats.reconnects).toBe(1);
     fake.last().serverClose(1013, 'try again later');
     expect(client.status.attempt).toBe(1);
-    expect(client.status.retryDelayMs).toBe(100);
+    expect(client.status.retryDelayMs).toBe(75);
   });
 
   it('reconnects after 1008 and 1001 closes from the server', () => {
@@ -304,8 +305,10 @@ describe('frames', () => {
 });
 
 describe('resume after reconnect', () => {
-  function connectedWithEvents(topics: RealtimeClientOptions['topics'] = ['package_updates']) {
-    const ctx = setup({ topics });
+  function connectedWithEvents(topics: RealtimeClientOptions['topics'] = ['package_updates'], url = URL) {
+    const ctx = setup({ topics, url });
+    const gaps: Gap[] = [];
+    ctx.client.onGap((g) => gaps.push(g));
     ctx.client.connect();
     ctx.fake.last().open();
     ctx.fake.last().receive(subscribed('package_updates', { offset: 0, epoch: 'e1' }));
@@ -313,48 +316,107 @@ describe('resume after reconnect', () => {
     ctx.fake.last().serverClose(1006);
     vi.runOnlyPendingTimers();
     ctx.fake.last().open();
-    return ctx;
+    return { ...ctx, gaps };
   }
 
-  it('subscribes every topic again with the last position seen', () => {
+  it('reconnects with ?since= for each topic with a position and subscribes the others', () => {
     const { fake } = connectedWithEvents(['package_updates', 'anomalies']);
-    expect(fake.last().subscribes()).toEqual([
-      { topic: 'package_updates', since: { offset: 3, epoch: 'e1' } },
-      // Nothing seen on anomalies: resumed from the position its `subscribed` frame did not give.
-      { topic: 'anomalies', since: undefined },
-    ]);
+    expect(fake.sockets[0]?.since()).toEqual([]);
+    expect(fake.last().since()).toEqual(['package_updates:e1:3']);
+    // Resumed by the URL: no subscribe message for it. Nothing known on anomalies: a plain subscribe.
+    expect(fake.last().subscribes()).toEqual([{ topic: 'anomalies', since: undefined }]);
+    expect(fake.last().url.startsWith(`${URL}?`)).toBe(true);
   });
 
-  it('delivers the replay, then live events, each once', () => {
-    const { fake, offsets, client } = connectedWithEvents();
+  it('keeps the query the endpoint URL already has', () => {
+    const { fake } = connectedWithEvents(['package_updates'], `${URL}?batch=1`);
+    expect(fake.last().url).toBe(`${URL}?batch=1&since=package_updates:e1:3`);
+  });
+
+  it('delivers the replay, then live events, each once, without holding anything back', () => {
+    const { fake, offsets, client, gaps } = connectedWithEvents();
     const s = fake.last();
     s.receive(subscribed('package_updates', { offset: 5, epoch: 'e1' }));
-    s.receive([event('package_update', 3), event('package_update', 4), event('package_update', 5)]);
-    s.receive(event('package_update', 5));
-    s.receive(event('package_update', 6));
+    s.receive(event('package_update', 3));
+    expect(offsets()).toEqual([1, 2, 3]);
+    s.receive(event('package_update', 4));
+    expect(offsets()).toEqual([1, 2, 3, 4]);
+    s.receive([event('package_update', 5), event('package_update', 5), event('package_update', 6)]);
     expect(offsets()).toEqual([1, 2, 3, 4, 5, 6]);
     expect(client.stats.duplicatesDropped).toBe(2);
+    expect(gaps).toEqual([]);
+    expect(client.positionOf('package_updates')).toEqual({ offset: 6, epoch: 'e1' });
   });
 
-  it('keeps order when an auto-subscribing endpoint sends live events before the replay', () => {
-    const { fake, offsets } = connectedWithEvents();
+  it('resumes a topic the endpoint subscribes on its own through the URL, not a subscribe', () => {
+    const { client, fake, offsets } = setup({ url: 'ws://bridge.test/ws/packages' });
+    client.connect();
+    fake.last().open();
+    fake.last().receive(welcome(['package_updates']));
+    fake.last().receive([event('package_update', 1), event('package_update', 2)]);
+    fake.last().serverClose(1001);
+    vi.runOnlyPendingTimers();
     const s = fake.last();
+    expect(s.since()).toEqual(['package_updates:e1:2']);
+    s.open();
     s.receive(welcome(['package_updates']));
-    s.receive([event('package_update', 6), event('package_update', 7)]);
-    s.receive(subscribed('package_updates', { offset: 7, epoch: 'e1' }));
-    expect(offsets()).toEqual([1, 2, 3]);
-    s.receive([4, 5, 6, 7].map((o) => event('package_update', o)));
-    s.receive(event('package_update', 8));
-    expect(offsets()).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    s.receive(subscribed('package_updates', { offset: 4, epoch: 'e1' }));
+    s.receive([3, 4, 5].map((o) => event('package_update', o)));
+    expect(s.messages().filter((m) => m.type !== 'ping')).toEqual([]);
+    expect(offsets()).toEqual([1, 2, 3, 4, 5]);
   });
 
-  it('keeps order when the replay comes before the subscribed frame', () => {
-    const { fake, offsets } = connectedWithEvents();
+  it('moves to the new epoch and reports a gap when a resume finds the history lost', () => {
+    const { fake, offsets, frames, gaps, client } = connectedWithEvents();
     const s = fake.last();
-    s.receive([event('package_update', 6), event('package_update', 4), event('package_update', 5), event('package_update', 6)]);
-    s.receive(subscribed('package_updates', { offset: 6, epoch: 'e1' }));
-    s.receive(event('package_update', 7));
-    expect(offsets()).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    s.receive(subscribed('package_updates', { offset: 0, epoch: 'e2' }, false, ['package_updates'], 'epoch_changed'));
+    expect(gaps).toEqual([
+      { topic: 'package_updates', since: { offset: 3, epoch: 'e1' }, position: { offset: 0, epoch: 'e2' }, reason: 'epoch_changed' },
+    ]);
+    expect(client.stats.gaps).toBe(1);
+    // The frame itself still reaches frame listeners.
+    expect(frames.some((f) => f.type === 'subscribed' && !f.data.recovered)).toBe(true);
+    s.receive([event('package_update', 1, 'e2'), event('package_update', 2, 'e2')]);
+    expect(offsets()).toEqual([1, 2, 3, 1, 2]);
+    s.serverClose(1006);
+    vi.runOnlyPendingTimers();
+    expect(fake.last().since()).toEqual(['package_updates:e2:2']);
+  });
+
+  it('continues after the position of a history_trimmed notice, dropping what comes before it', () => {
+    const { fake, offsets, gaps } = connectedWithEvents();
+    const s = fake.last();
+    s.receive(subscribed('package_updates', { offset: 10, epoch: 'e1' }, false, ['package_updates'], 'history_trimmed'));
+    s.receive([event('package_update', 9), event('package_update', 11), event('package_update', 12)]);
+    expect(offsets()).toEqual([1, 2, 3, 11, 12]);
+    expect(gaps.map((g) => [g.reason, g.position])).toEqual([['history_trimmed', { offset: 10, epoch: 'e1' }]]);
+  });
+
+  it("reports the bridge's unsolicited notice that a live topic's history was lost", () => {
+    const { client, fake, offsets } = setup({ topics: ['package_updates', 'anomalies'] });
+    const gaps: Gap[] = [];
+    client.onGap((g) => gaps.push(g));
+    client.connect();
+    const s = fake.last();
+    s.open();
+    s.receive(subscribed('package_updates', { offset: 0, epoch: 'e1' }));
+    s.receive([1, 2].map((o) => event('package_update', o)));
+    s.receive(subscribed('package_updates', { offset: 0, epoch: 'NEW' }, false, ['anomalies', 'package_updates'], 'epoch_changed'));
+    s.receive([event('package_update', 1, 'NEW'), event('package_update', 1, 'NEW')]);
+    expect(gaps).toEqual([
+      { topic: 'package_updates', since: { offset: 2, epoch: 'e1' }, position: { offset: 0, epoch: 'NEW' }, reason: 'epoch_changed' },
+    ]);
+    expect(offsets()).toEqual([1, 2, 1]);
+    expect(client.confirmedSubscriptions).toEqual(['package_updates', 'anomalies']);
+    expect(client.state).toBe('connected');
+  });
+
+  it('reads a subscribed frame without recovered or position as recovered, without throwing', () => {
+    const { client, fake } = connectedWithEvents();
+    fake.last().receive({ type: 'subscribed', data: { subscription_type: 'package_updates', subscriptions: [] }, timestamp: 'x' });
+    expect(client.stats.gaps).toBe(0);
+    expect(client.positionOf('package_updates')).toEqual({ offset: 3, epoch: 'e1' });
+    expect(client.state).toBe('connected');
   });
 
   it('delivers at once when nothing was missed', () => {
@@ -365,47 +427,56 @@ describe('resume after reconnect', () => {
     expect(offsets()).toEqual([1, 2, 3, 4]);
   });
 
-  it('starts over in a new epoch when the history was lost', () => {
-    const { fake, offsets, frames } = connectedWithEvents();
-    const s = fake.last();
-    s.receive(subscribed('package_updates', { offset: 2, epoch: 'e2' }, false));
-    s.receive([event('package_update', 1, 'e2'), event('package_update', 2, 'e2')]);
-    expect(offsets()).toEqual([1, 2, 3, 1, 2]);
-    const sub = frames.find((f) => f.type === 'subscribed' && !f.data.recovered);
-    expect(sub).toBeDefined();
-  });
-
-  it('delivers what it held if the replay never catches up', () => {
-    const { fake, offsets } = connectedWithEvents();
-    const s = fake.last();
-    s.receive(subscribed('package_updates', { offset: 9, epoch: 'e1' }));
-    s.receive(event('package_update', 4));
-    expect(offsets()).toEqual([1, 2, 3]);
-    vi.advanceTimersByTime(5_000);
-    expect(offsets()).toEqual([1, 2, 3, 4]);
-    s.receive(event('package_update', 10));
-    expect(offsets()).toEqual([1, 2, 3, 4, 10]);
-  });
-
   it('resumes from the position given at construction', () => {
     const { client, fake } = setup({
       topics: ['anomalies'],
-      positions: { anomalies: { offset: 41, epoch: 'e9' } },
+      positions: { anomalies: { offset: 41, epoch: 'e9' }, map_updates: { offset: 5, epoch: 'e9' } },
     });
     client.connect();
+    expect(fake.last().since()).toEqual(['anomalies:e9:41']);
     fake.last().open();
-    expect(fake.last().subscribes()).toEqual([{ topic: 'anomalies', since: { offset: 41, epoch: 'e9' } }]);
+    expect(fake.last().subscribes()).toEqual([]);
+    // A topic subscribed later on the open socket resumes with `since` in its subscribe message.
+    client.subscribe('map_updates');
+    expect(fake.last().subscribes()).toEqual([{ topic: 'map_updates', since: { offset: 5, epoch: 'e9' } }]);
   });
 
-  it("resumes a topic from its subscribed position when no event was seen on it", () => {
+  it('resumes a topic from its subscribed position when no event was seen on it', () => {
     const { client, fake } = setup({ topics: ['anomalies'] });
     client.connect();
     fake.last().open();
     fake.last().receive(subscribed('anomalies', { offset: 12, epoch: 'abc' }));
+    expect(client.positionOf('anomalies')).toEqual({ offset: 12, epoch: 'abc' });
     fake.last().serverClose(1006);
     vi.runOnlyPendingTimers();
+    expect(fake.last().since()).toEqual(['anomalies:abc:12']);
+  });
+
+  it('forgets a position on unsubscribe, also one left by events still in flight', () => {
+    const { client, fake } = setup({ topics: ['anomalies'] });
+    client.connect();
+    const s = fake.last();
+    s.open();
+    s.receive(event('anomaly_detected', 4));
+    client.unsubscribe('anomalies');
+    expect(client.positionOf('anomalies')).toBeNull();
+    s.receive(event('anomaly_detected', 5));
+    s.receive(subscribed('anomalies', { offset: 5, epoch: 'e1' }, false, [], 'history_trimmed'));
+    s.receive({ type: 'unsubscribed', data: { subscription_type: 'anomalies', subscriptions: [] }, timestamp: 'x' });
+    expect(client.positionOf('anomalies')).toBeNull();
+    expect(client.stats.gaps).toBe(0);
+    client.subscribe('anomalies');
+    expect(s.subscribes().at(-1)).toEqual({ topic: 'anomalies', since: undefined });
+  });
+
+  it('unsubscribes once open a topic resumed by the URL but dropped while connecting', () => {
+    const { client, fake } = connectedWithEvents();
+    client.close();
+    client.connect();
+    expect(fake.last().since()).toEqual(['package_updates:e1:3']);
+    client.unsubscribe('package_updates');
     fake.last().open();
-    expect(fake.last().subscribes()).toEqual([{ topic: 'anomalies', since: { offset: 12, epoch: 'abc' } }]);
+    expect(fake.last().messages()).toEqual([{ type: 'unsubscribe', data: { subscription_type: 'package_updates' } }]);
   });
 
   it('resubscribes the topics an endpoint subscribed on its own, and undoes the ones the app dropped', () => {
@@ -414,13 +485,15 @@ describe('resume after reconnect', () => {
     fake.last().open();
     fake.last().receive(welcome(['dashboard_metrics', 'notifications']));
     expect(client.subscriptions).toEqual(['dashboard_metrics', 'notifications']);
+    expect(client.endpointSubscriptions).toEqual(['dashboard_metrics', 'notifications']);
     fake.last().receive(event('dashboard_metrics', 7));
     client.unsubscribe('notifications');
     fake.last().serverClose(1001);
     vi.runOnlyPendingTimers();
     const s = fake.last();
+    expect(s.since()).toEqual(['dashboard_metrics:e1:7']);
     s.open();
-    expect(s.subscribes()).toEqual([{ topic: 'dashboard_metrics', since: { offset: 7, epoch: 'e1' } }]);
+    expect(s.subscribes()).toEqual([]);
     s.receive(welcome(['dashboard_metrics', 'notifications']));
     expect(s.messages().at(-1)).toEqual({ type: 'unsubscribe', data: { subscription_type: 'notifications' } });
     expect(client.subscriptions).toEqual(['dashboard_metrics']);

@@ -6,7 +6,7 @@ import { FLUSH_MS } from '../src/dashboard/feed';
 import { TOPICS } from '../src/frames';
 import { RealtimeProvider } from '../src/react';
 import { ClientRegistry } from '../src/registry';
-import { event, fakeSockets, welcome } from './fakes';
+import { event, fakeSockets, subscribed, welcome } from './fakes';
 
 const URL = 'ws://bridge.test/ws/connect';
 
@@ -101,5 +101,28 @@ describe('dashboard', () => {
     act(() => fake.last().receive({ type: 'error', data: { code: 'slow_consumer', message: 'too slow' }, timestamp: '2024-01-15T10:30:00Z' }));
     act(() => vi.advanceTimersByTime(FLUSH_MS));
     expect(screen.getByTestId('last-error').dataset['code']).toBe('slow_consumer');
+  });
+});
+
+describe('dashboard gap notice', () => {
+  it('shows a notice when the bridge reports lost history, until dismissed', () => {
+    const fake = renderApp();
+    act(() => fake.last().open());
+    act(() => fake.last().receive(subscribed('package_updates', { offset: 3, epoch: 'e1' }, true, [...TOPICS])));
+    expect(screen.queryByTestId('gap-notice')).toBeNull();
+    act(() =>
+      fake.last().receive(subscribed('package_updates', { offset: 0, epoch: 'NEW' }, false, [...TOPICS], 'epoch_changed')),
+    );
+    const notice = screen.getByTestId('gap-notice');
+    expect(notice.dataset['topic']).toBe('package_updates');
+    expect(notice.dataset['reason']).toBe('epoch_changed');
+    expect(notice.textContent).toContain("package updates: the server's history was reset");
+    expect(notice.textContent).toContain('NEW:0');
+    act(() => screen.getByTestId('gap-dismiss').click());
+    expect(screen.queryByTestId('gap-notice')).toBeNull();
+    act(() =>
+      fake.last().receive(subscribed('anomalies', { offset: 9, epoch: 'e1' }, false, [...TOPICS], 'history_trimmed')),
+    );
+    expect(screen.getByTestId('gap-notice').dataset['topic']).toBe('anomalies');
   });
 });

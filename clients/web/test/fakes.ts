@@ -1,6 +1,6 @@
 /** Test doubles: a scriptable WebSocket and frame builders. */
 import type { WebSocketLike } from '../src/client';
-import type { ClientMessage, EventPayloads, EventType, StreamPosition, Topic } from '../src/frames';
+import type { ClientMessage, EventPayloads, EventType, GapReason, StreamPosition, Topic } from '../src/frames';
 import { EVENT_TOPICS } from '../src/frames';
 
 export class FakeSocket implements WebSocketLike {
@@ -48,6 +48,11 @@ export class FakeSocket implements WebSocketLike {
     return this.sent.map((s) => JSON.parse(s) as ClientMessage);
   }
 
+  /** The `since` query parameters of the URL this socket was opened with. */
+  since(): string[] {
+    return new URL(this.url).searchParams.getAll('since');
+  }
+
   subscribes(): { topic: Topic; since: StreamPosition | undefined }[] {
     return this.messages().flatMap((m) =>
       m.type === 'subscribe' ? [{ topic: m.data.subscription_type, since: m.data.since }] : [],
@@ -88,10 +93,16 @@ export function welcome(subscriptions: Topic[] = [], pingInterval = 30) {
   };
 }
 
-export function subscribed(topic: Topic, position: StreamPosition | null, recovered = true, subscriptions: Topic[] = [topic]) {
+export function subscribed(
+  topic: Topic,
+  position: StreamPosition | null,
+  recovered = true,
+  subscriptions: Topic[] = [topic],
+  reason?: GapReason,
+) {
   return {
     type: 'subscribed',
-    data: { subscription_type: topic, subscriptions, recovered, position },
+    data: { subscription_type: topic, subscriptions, recovered, position, ...(reason ? { reason } : {}) },
     timestamp: TS,
   };
 }

@@ -5,7 +5,8 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { ServerFrame, Topic } from '../src/frames';
 import { RealtimeProvider, useWebSocket } from '../src/react';
 import { ClientRegistry } from '../src/registry';
-import { event, fakeSockets, welcome } from './fakes';
+import type { Gap } from '../src/positions';
+import { event, fakeSockets, subscribed, welcome } from './fakes';
 
 const URL = 'ws://bridge.test/ws/connect';
 
@@ -169,5 +170,35 @@ describe('useWebSocket', () => {
     act(() => vi.advanceTimersByTime(1_000));
     expect(fake.sockets).toHaveLength(1);
     expect(fake.last().closedWith).toBeNull();
+  });
+});
+
+describe('useWebSocket gaps', () => {
+  function GapWidget(props: { onGap: (g: Gap) => void }) {
+    const ws = useWebSocket({ url: URL, topics: ['package_updates'], onGap: props.onGap, trackLastMessage: false });
+    return (
+      <span data-testid="gap" data-reason={ws.lastGap?.reason ?? ''}>
+        {ws.lastGap ? `${ws.lastGap.topic}@${ws.lastGap.position?.epoch}` : 'none'}
+      </span>
+    );
+  }
+
+  it('reports a gap through onGap and lastGap', () => {
+    const { fake, registry } = setup();
+    const gaps: Gap[] = [];
+    render(
+      <RealtimeProvider registry={registry}>
+        <GapWidget onGap={(g) => gaps.push(g)} />
+      </RealtimeProvider>,
+    );
+    act(() => fake.last().open());
+    act(() => fake.last().receive(subscribed('package_updates', { offset: 4, epoch: 'e1' })));
+    expect(screen.getByTestId('gap').textContent).toBe('none');
+    act(() =>
+      fake.last().receive(subscribed('package_updates', { offset: 0, epoch: 'NEW' }, false, ['package_updates'], 'epoch_changed')),
+    );
+    expect(screen.getByTestId('gap').textContent).toBe('package_updates@NEW');
+    expect(screen.getByTestId('gap').dataset['reason']).toBe('epoch_changed');
+    expect(gaps.map((g) => g.since)).toEqual([{ offset: 4, epoch: 'e1' }]);
   });
 });

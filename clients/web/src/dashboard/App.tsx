@@ -1,5 +1,6 @@
-import { useCallback } from 'react';
+import { useCallback, useState } from 'react';
 import type { Topic } from '../frames';
+import type { Gap } from '../positions';
 import { useDashboardFeed } from './feed';
 import { PackageMap } from './PackageMap';
 import { PackageTable } from './PackageTable';
@@ -8,6 +9,7 @@ import {
   AnomaliesPanel,
   ConnectionBar,
   ErrorBanner,
+  GapNotice,
   HealthPanel,
   MessageLog,
   MetricCards,
@@ -20,6 +22,8 @@ export function App(props: { endpoint: string; initialTopics: readonly Topic[] }
   const { ws, state } = useDashboardFeed(props.endpoint, props.initialTopics);
   const { subscribe, unsubscribe, reconnect } = ws;
   const onToggle = useCallback((topic: Topic, on: boolean) => (on ? subscribe(topic) : unsubscribe(topic)), [subscribe, unsubscribe]);
+  const [dismissed, setDismissed] = useState<Gap | null>(null);
+  const gap = ws.lastGap === dismissed ? null : ws.lastGap;
   return (
     <div className="app">
       <header className="top">
@@ -36,6 +40,7 @@ export function App(props: { endpoint: string; initialTopics: readonly Topic[] }
       </header>
       <TopicToggles subscriptions={ws.subscriptions} confirmed={ws.confirmedSubscriptions} onToggle={onToggle} />
       <ErrorBanner error={state.lastError} count={state.errorCount} />
+      <GapNotice gap={gap} onDismiss={() => setDismissed(ws.lastGap)} />
       <MetricCards metrics={state.metrics} at={state.metricsAt} />
       <main className="grid">
         <div className="col-main">

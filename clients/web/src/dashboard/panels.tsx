@@ -1,6 +1,7 @@
 import { memo } from 'react';
 import type { ConnectionStatus } from '../client';
-import { TOPICS, type AgentActivity, type AnomalyDetected, type DashboardMetrics, type Notification, type SystemHealth, type Topic } from '../frames';
+import { TOPICS, type AgentActivity, type GapReason, type AnomalyDetected, type DashboardMetrics, type Notification, type SystemHealth, type Topic } from '../frames';
+import type { Gap } from '../positions';
 import { connectionLabel, formatInt, formatPercent, formatTime, humanize } from './format';
 import type { LogEntry, Stamped } from './store';
 
@@ -243,6 +244,35 @@ export function ErrorBanner(props: { error: { code: string; message: string; tim
         {' '}
         · {props.count} error{props.count === 1 ? '' : 's'} · {formatTime(props.error.timestamp)}
       </span>
+    </div>
+  );
+}
+
+const GAP_TEXT: Record<GapReason, string> = {
+  epoch_changed: "the server's history was reset",
+  history_trimmed: 'the server no longer had every event missed',
+  position_ahead: 'the position resumed from was ahead of the server',
+};
+
+/** Shown once the client reports a gap: events of a topic were lost to this page. */
+export function GapNotice(props: { gap: Gap | null; onDismiss: () => void }) {
+  const { gap } = props;
+  if (!gap) return null;
+  return (
+    <div className="gap-notice" data-testid="gap-notice" data-topic={gap.topic} data-reason={gap.reason} role="status">
+      <strong>Events may be missing</strong>
+      <span>
+        on {humanize(gap.topic)}: {GAP_TEXT[gap.reason]}
+        {gap.position && (
+          <span className="mono muted">
+            {' '}
+            · continuing after {gap.position.epoch}:{gap.position.offset}
+          </span>
+        )}
+      </span>
+      <button type="button" className="btn" data-testid="gap-dismiss" onClick={props.onDismiss}>
+        Dismiss
+      </button>
     </div>
   );
 }

@@ -139,7 +139,7 @@ export function summarize(frame: ServerFrame): string {
     case 'welcome':
       return `connection ${frame.data.connection_id} on ${frame.data.endpoint}; subscribed: ${frame.data.subscriptions.join(', ') || 'none'}`;
     case 'subscribed':
-      return `subscribed ${frame.data.subscription_type}${frame.data.recovered ? '' : ' (history lost: not recovered)'}`;
+      return `subscribed ${frame.data.subscription_type}${frame.data.recovered ? '' : ` (history lost: ${frame.data.reason ?? 'not recovered'})`}`;
     case 'unsubscribed':
       return `unsubscribed ${frame.data.subscription_type}`;
     case 'pong':
