@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -79,12 +80,24 @@ class CoreNode:
         log.info("core listening on %s (broker %s)", self.address, self.settings.broker_url)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting calls, end open streams with UNAVAILABLE, and close the broker
-        within ``grace`` seconds (the settings' shutdown_grace by default)."""
+        """Shut down within ``grace`` seconds (the settings' shutdown_grace by default).
+
+        Health turns NOT_SERVING; every Subscribe stream ends with UNAVAILABLE and the
+        documented message, and the server stops only once each has sent it (or the
+        grace is over); calls still running then are cancelled. Then the broker closes.
+        """
         grace = self.settings.shutdown_grace if grace is None else grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         await self._health.enter_graceful_shutdown()
         self.service.close_streams()
-        await self.server.stop(grace)
+        # Streams before the server: server.stop() sends GOAWAY at once, and at the
+        # end of its grace cancels what is left with the transport's own text. A
+        # stream counts as ended once its status is handed to gRPC.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.service.streams_ended()
+        await self.server.stop(max(0.0, deadline - loop.time()))
         await self.broker.close()
         log.info("core stopped")
 

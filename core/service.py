@@ -78,9 +78,18 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             max_batch=settings.max_batch, max_event_bytes=settings.max_event_bytes
         )
         self.streams = 0
+        self._closing = False
+        self._idle = asyncio.Event()  # set while no Subscribe stream is open
+        self._idle.set()
+
+    async def streams_ended(self) -> None:
+        """Return once no Subscribe stream is open (wrap in a timeout)."""
+        await self._idle.wait()
 
     def close_streams(self) -> None:
-        """End every open Subscribe stream with UNAVAILABLE (used on shutdown)."""
+        """End every open Subscribe stream with UNAVAILABLE, and from now on every
+        new one as soon as it starts (used on shutdown)."""
+        self._closing = True
         for sub in self._hub.subscriptions():
             sub.close()
 
@@ -110,6 +119,10 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         context: grpc.aio.ServicerContext[spb.SubscribeRequest, spb.SubscribeResponse],
     ) -> AsyncIterator[spb.SubscribeResponse | bytes]:
         try:
+            if self._closing:
+                # No await from here to hub.add below: a stream either is refused
+                # here or is added before close_streams() and closed by it.
+                raise _ShuttingDown()
             topics, since = _parse_topics(request)
             matcher = build_matcher(request.filter)
             if self.streams >= self._settings.max_subscribers:
@@ -126,6 +139,7 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         sub_id = uuid.uuid4().hex[:12]
         self._hub.add(sub)
         self.streams += 1
+        self._idle.clear()
         log.info("subscribe %s topics=%s", sub_id, [TOPIC_NAMES[t] for t in topics])
         try:
             batch = max(1, request.max_batch)
@@ -137,6 +151,8 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         finally:
             self._hub.remove(sub)
             self.streams -= 1
+            if not self.streams:
+                self._idle.set()
 
     async def History(
         self,
@@ -194,6 +210,8 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             # Live events up to the topic's latest position at confirmation are in history.
             floors.raise_to(topic, found.position)
             async for chunk in self._replay(topic, found, matcher, batch, limit):
+                if sub.closed:  # shutting down: end now, not after a long replay
+                    raise _ShuttingDown()
                 yield chunk
         del backlog
         interval = self._settings.heartbeat_interval
