@@ -24,7 +24,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -159,13 +159,11 @@ class Bridge:
             autoping=False, compress=False, max_msg_size=settings.max_message_bytes
         )
         await ws.prepare(request)
-        ready: list[Callable[[], None]] = []
         session = Session(
             uuid.uuid4().hex[:12],
             endpoint,
             request.remote or "",
             max_bytes=settings.send_queue_bytes,
-            on_ready=lambda: ready[0](),
             batch=request.query.get("batch") in ("1", "true"),
         )
         conn = Connection(
@@ -177,7 +175,7 @@ class Bridge:
             write_chunk=WRITE_CHUNK,
             close_timeout=settings.close_timeout,
         )
-        ready.append(conn.ready)
+        session.on_ready = conn.ready
         self.connections[conn.id] = conn
         self.hub.add(session.sub)
         log.info("connect %s %s from %s", conn.id, endpoint, session.remote)
@@ -226,7 +224,7 @@ class Bridge:
     async def _forget(self, conn: Connection) -> None:
         session = conn.session
         self.hub.remove(session.sub)
-        tasks = [self._resumes.pop((conn.id, t)) for t in list(session.resuming)]
+        tasks = [self._resumes.pop((conn.id, t)) for t in session.resuming_topics()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -277,8 +275,8 @@ class Bridge:
     def _subscribe(self, conn: Connection, topic: int, since: MessagePosition | None) -> None:
         session = conn.session
         live = topic in session.sub.topics
-        if since is None or topic in session.resuming:
-            if not live and topic not in session.resuming:
+        if since is None or session.resuming(topic):
+            if not live and not session.resuming(topic):
                 self.hub.subscribe(session.sub, topic)
                 log.info("connection %s subscribed %s", conn.id, TOPIC_NAMES[topic])
             session.send(self._subscribed(conn, topic, True))
@@ -297,7 +295,7 @@ class Bridge:
         task = self._resumes.pop((conn.id, topic), None)
         if task is not None:
             task.cancel()
-            session.resuming.discard(topic)
+            session.resume_ended(topic)
         self.hub.unsubscribe(session.sub, topic)
         session.forget_topic(topic)
         log.info("connection %s unsubscribed %s", conn.id, TOPIC_NAMES[topic])
@@ -369,7 +367,7 @@ class Bridge:
 
     def _start_resume(self, conn: Connection, topic: int, since: Position) -> None:
         session = conn.session
-        session.resuming.add(topic)
+        session.resume_started(topic)
 
         def tell(recovered: bool, position: Position, reason: str | None) -> None:
             session.send(self._subscribed(conn, topic, recovered, position, reason))
@@ -378,7 +376,7 @@ class Bridge:
             if floor is not None:
                 session.hold_back(topic, floor)
             self.hub.subscribe(session.sub, topic)
-            session.resuming.discard(topic)
+            session.resume_ended(topic)
             log.info("connection %s resumed %s", conn.id, TOPIC_NAMES[topic])
 
         async def resume() -> None:
@@ -396,10 +394,10 @@ class Bridge:
                 self.resumes["frames_from_cache"] += report.from_cache
                 self.resumes["frames_from_core"] += report.from_core
             except Unavailable as exc:
-                session.resuming.discard(topic)
+                session.resume_ended(topic)
                 session.send(error_frame(exc))
             except Exception:  # a bug: tell the client, keep the bridge
-                session.resuming.discard(topic)
+                session.resume_ended(topic)
                 log.exception("connection %s: resume of %s failed", conn.id, TOPIC_NAMES[topic])
                 session.send(error_frame(RealtimeError("resume failed; subscribe again")))
             finally:

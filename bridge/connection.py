@@ -38,7 +38,6 @@ class Connection:
     """A connected socket: protocol state, writer, and its close."""
 
     __slots__ = (
-        "__weakref__",
         "_close_timeout",
         "_flusher",
         "_space",
@@ -104,7 +103,7 @@ class Connection:
             self._space.set()
         if self.writer.stalled_since is not None:
             self._spawn(self._resume_when_drained())
-        elif len(self.session.sub):
+        elif self.session.sub.bytes:
             self._flusher.mark(self)  # more than a chunk was pending
 
     def flush_failed(self, exc: Exception) -> None:

@@ -37,7 +37,7 @@ class Frame:
     listens to cost no JSON.
     """
 
-    __slots__ = ("_data", "_event", "_wire", "epoch", "offset", "topic")
+    __slots__ = ("_data", "_event", "_wire", "epoch", "nbytes", "offset", "topic")
 
     def __init__(
         self,
@@ -49,6 +49,8 @@ class Frame:
     ) -> None:
         self._data = data
         self._wire: bytes | None = None
+        #: Bytes on the wire once encoded (0 before): what the frame costs in a queue.
+        self.nbytes = 0
         self._event = event
         self.topic = topic
         self.offset = offset
@@ -69,18 +71,21 @@ class Frame:
         if self._wire is not None:
             return True
         try:
-            self._wire = text_frame(self.data)
+            self._encode()
         except Exception as exc:
             log.warning("event %s:%s cannot be encoded (%s); skipped", self.epoch, self.offset, exc)
             return False
         return True
 
+    def _encode(self) -> bytes:
+        wire = self._wire = text_frame(self.data)
+        self.nbytes = len(wire)
+        return wire
+
     @property
     def wire(self) -> bytes:
         """The whole WebSocket text frame carrying :attr:`data`."""
-        if self._wire is None:
-            self._wire = text_frame(self.data)
-        return self._wire
+        return self._wire if self._wire is not None else self._encode()
 
 
 def now() -> str:
@@ -89,8 +94,10 @@ def now() -> str:
 
 
 def control(kind: str, data: dict[str, Any] | None = None) -> Frame:
-    """A control frame: ``{"type": kind, "data": data, "timestamp": now}``."""
-    return Frame(encode_frame({"type": kind, "data": data or {}, "timestamp": now()}))
+    """A control frame: ``{"type": kind, "data": data, "timestamp": now}``, encoded."""
+    frame = Frame(encode_frame({"type": kind, "data": data or {}, "timestamp": now()}))
+    frame.encodes()
+    return frame
 
 
 def event_frame(event: pb.Event) -> Frame:

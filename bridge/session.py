@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from bridge.frames import Frame, text_frame
@@ -57,9 +58,9 @@ class TokenBucket:
         return False
 
 
-def frame_size(frame: Frame) -> int:
-    """What a frame costs in a socket's queue: its bytes on the wire."""
-    return len(frame.wire)
+#: What a frame costs in a socket's queue: its bytes on the wire (a frame is
+#: encoded before it is queued: :meth:`Session.send`, and the bridge's dispatch).
+frame_size = attrgetter("nbytes")
 
 
 def is_stalled(stalled_since: float | None, now: float, slow_timeout: float) -> bool:
@@ -76,9 +77,9 @@ class Session:
     """
 
     __slots__ = (
-        "__weakref__",
         "_delivered",
         "_floors",
+        "_resuming",
         "batch",
         "bucket",
         "close_code",
@@ -89,7 +90,6 @@ class Session:
         "frames_sent",
         "id",
         "remote",
-        "resuming",
         "state",
         "sub",
         "user",
@@ -102,7 +102,7 @@ class Session:
         remote: str,
         *,
         max_bytes: int,
-        on_ready: Callable[[], None],
+        on_ready: Callable[[], None] | None = None,
         batch: bool = False,
     ) -> None:
         self.id = id
@@ -118,40 +118,73 @@ class Session:
         #: The close code this bridge sent (None: the peer closed first, or not closed).
         self.close_code: int | None = None
         self.close_reason = ""
-        #: Topics whose resume is in progress (not yet live).
-        self.resuming: set[int] = set()
-        self._delivered = 0  # bit t: a frame of topic t was written
-        self._floors = Floors()
+        # Bit sets by topic (an int costs nothing per socket; an empty set 216 bytes).
+        self._resuming = 0  # a resume is in progress (not yet live)
+        self._delivered = 0  # a frame was written
+        self._floors: Floors | None = None  # made by the first resume that needs one
         self.sub: Subscription[Frame] = Subscription(
-            (), None, on_ready, size=frame_size, max_bytes=max_bytes
+            (), None, on_ready or _nothing, size=frame_size, max_bytes=max_bytes
         )
+
+    @property
+    def on_ready(self) -> Callable[[], None]:
+        """Called when frames become pending or the queue overflowed; must not block."""
+        return self.sub.on_ready
+
+    @on_ready.setter
+    def on_ready(self, callback: Callable[[], None]) -> None:
+        self.sub.on_ready = callback
 
     # --- what reaches the socket ---------------------------------------------------
 
     def send(self, frame: Frame) -> bool:
-        """Queue one frame (control frames, replays); False if refused (closing, overflow)."""
-        return self.state is State.OPEN and self.sub.offer(frame)
+        """Queue one frame (control frames, replays); False if refused (closing,
+        overflow, or an event that cannot be encoded)."""
+        return self.state is State.OPEN and frame.encodes() and self.sub.offer(frame)
 
     def hold_back(self, topic: int, floor: HasPosition) -> None:
         """Refuse live frames of ``topic`` up to ``floor``: a resume replayed them
         before the bridge's own stream brought them. Checked at dispatch, until the
         first newer frame lifts it."""
+        if self._floors is None:
+            self._floors = Floors()
         self._floors.raise_to(topic, floor)
         self.sub.set_filter(self._admits)
 
     def _admits(self, frame: Frame) -> bool:
         floors = self._floors
-        if floors.admits(frame.topic, frame):
+        if floors is None or floors.admits(frame.topic, frame):
             if not floors:
+                self._floors = None
                 self.sub.set_filter(None)  # no floor left: no check per frame
             return True
         return False
 
     def forget_topic(self, topic: int) -> None:
         """Drop the floor of ``topic`` (unsubscribed)."""
-        self._floors.discard(topic)
-        if not self._floors:
-            self.sub.set_filter(None)
+        if self._floors is not None:
+            self._floors.discard(topic)
+            if not self._floors:
+                self._floors = None
+                self.sub.set_filter(None)
+
+    # --- resumes in progress ----------------------------------------------------------
+
+    def resuming(self, topic: int) -> bool:
+        """Whether a resume of ``topic`` is in progress."""
+        return bool(self._resuming >> topic & 1)
+
+    def resume_started(self, topic: int) -> None:
+        """A resume of ``topic`` began."""
+        self._resuming |= 1 << topic
+
+    def resume_ended(self, topic: int) -> None:
+        """The resume of ``topic`` went live, failed or was cancelled."""
+        self._resuming &= ~(1 << topic)
+
+    def resuming_topics(self) -> list[int]:
+        """Every topic being resumed."""
+        return [t for t in range(self._resuming.bit_length()) if self._resuming >> t & 1]
 
     def take(self, max_bytes: int) -> bytes:
         """The bytes to write next: pending frames within ``max_bytes`` (at least one),
@@ -214,3 +247,7 @@ class Session:
             "send_queue_bytes": self.sub.bytes,
             "remote_address": self.remote,
         }
+
+
+def _nothing() -> None:
+    pass

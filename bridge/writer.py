@@ -51,7 +51,8 @@ class Writer:
         if transport is None or transport.is_closing():
             return False
         transport.write(data)
-        if self.stalled_since is None and self.paused:
+        protocol = self._protocol
+        if protocol is not None and protocol.writing_paused and self.stalled_since is None:
             self.stalled_since = asyncio.get_running_loop().time()
         return True
 

@@ -39,18 +39,19 @@ class Subscription(Generic[T]):
     ``capacity`` bounds the number of queued items (None: no count bound);
     ``max_bytes`` bounds their total ``size`` (both must be given together).
     ``on_ready`` is called (from :meth:`offer`, so it must not block) when the
-    queue goes from empty to non-empty, and when the subscription overflows.
+    queue goes from empty to non-empty, and when the subscription overflows; its
+    owner may replace it.
     """
 
     __slots__ = (
         "_accepts",
-        "_on_ready",
         "_queue",
         "_size",
         "bytes",
         "capacity",
         "closed",
         "max_bytes",
+        "on_ready",
         "overflowed",
         "topics",
     )
@@ -81,7 +82,7 @@ class Subscription(Generic[T]):
         self.bytes = 0
         self.overflowed = False
         self.closed = False
-        self._on_ready = on_ready
+        self.on_ready = on_ready
 
     def __len__(self) -> int:
         """Items queued."""
@@ -106,25 +107,25 @@ class Subscription(Generic[T]):
             self.bytes += n
         queue.append(item)
         if len(queue) == 1:
-            self._on_ready()
+            self.on_ready()
         return True
 
     def _overflow(self) -> bool:
         self.overflowed = True
-        self._on_ready()
+        self.on_ready()
         return False
 
     def close(self) -> None:
         """Take no more items and report ready, so the transport ends the stream."""
         self.closed = True
-        self._on_ready()
+        self.on_ready()
 
     def drain(self, max_bytes: int | None = None) -> list[T]:
         """Take queued items, oldest first: all of them, or (with ``size``) those
         within ``max_bytes`` — at least one, so an item larger than that moves too."""
         queue = self._queue
         size = self._size
-        if max_bytes is None or size is None or self.bytes <= max_bytes:
+        if max_bytes is None or self.bytes <= max_bytes or size is None:
             self._queue, self.bytes = [], 0
             return queue
         taken = cut = 0
