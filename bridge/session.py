@@ -61,12 +61,18 @@ class TokenBucket:
 #: What a frame costs in a socket's queue: its bytes on the wire (a frame is
 #: encoded before it is queued: :meth:`Session.send`, and the bridge's dispatch).
 frame_size = attrgetter("nbytes")
+_TOPIC = attrgetter("topic")
+_WIRE = attrgetter("_wire")  # set once encoded, which every queued frame is
+_DATA = attrgetter("_data")
 
 
 def is_stalled(stalled_since: float | None, now: float, slow_timeout: float) -> bool:
     """Whether a transport that stopped taking bytes at ``stalled_since`` (None:
     it takes them) has made no progress for longer than ``slow_timeout``."""
     return stalled_since is not None and now - stalled_since > slow_timeout
+
+
+_OPEN = State.OPEN
 
 
 class Session:
@@ -190,19 +196,20 @@ class Session:
         """The bytes to write next: pending frames within ``max_bytes`` (at least one),
         as whole WebSocket frames, or one JSON array frame in batch mode. Empty when
         nothing is pending or the socket is not open."""
-        if self.state is not State.OPEN:
+        if self.state is not _OPEN:
             return b""
         frames = self.sub.drain(max_bytes)
         if not frames:
             return b""
         delivered = self._delivered
-        for frame in frames:
-            delivered |= 1 << frame.topic
+        for topic in set(map(_TOPIC, frames)):  # a few topics, however many frames
+            delivered |= 1 << topic
         self._delivered = delivered
         self.frames_sent += len(frames)
         if self.batch and len(frames) > 1:
-            return text_frame(b"[" + b",".join(f.data for f in frames) + b"]")
-        return b"".join(f.wire for f in frames)
+            return text_frame(b"[" + b",".join(map(_DATA, frames)) + b"]")
+        # Every queued frame is encoded (send() and the bridge's dispatch see to it).
+        return b"".join(map(_WIRE, frames))
 
     def delivered(self, topic: int) -> bool:
         """Whether a frame of ``topic`` has been written to this socket."""

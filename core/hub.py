@@ -46,6 +46,7 @@ class Subscription(Generic[T]):
     __slots__ = (
         "_accepts",
         "_queue",
+        "_refusing",
         "_size",
         "bytes",
         "capacity",
@@ -82,6 +83,7 @@ class Subscription(Generic[T]):
         self.bytes = 0
         self.overflowed = False
         self.closed = False
+        self._refusing = False  # overflowed or closed: one check per offer
         self.on_ready = on_ready
 
     def __len__(self) -> int:
@@ -94,30 +96,34 @@ class Subscription(Generic[T]):
 
     def offer(self, item: T) -> bool:
         """Queue ``item`` if the filter accepts it; False if it was refused or overflowed."""
+        if self._refusing:
+            return False
         accepts = self._accepts
-        if self.overflowed or self.closed or (accepts is not None and not accepts(item)):
+        if accepts is not None and not accepts(item):
             return False
         queue = self._queue
-        if self.capacity is not None and len(queue) >= self.capacity:
+        capacity = self.capacity
+        if capacity is not None and len(queue) >= capacity:
             return self._overflow()
-        if self._size is not None:
-            n = self._size(item)
-            if self.bytes + n > self.max_bytes:  # type: ignore[operator]  # set with size
+        size = self._size
+        if size is not None:
+            total = self.bytes + size(item)
+            if total > self.max_bytes:  # type: ignore[operator]  # set with size
                 return self._overflow()
-            self.bytes += n
+            self.bytes = total
         queue.append(item)
         if len(queue) == 1:
             self.on_ready()
         return True
 
     def _overflow(self) -> bool:
-        self.overflowed = True
+        self.overflowed = self._refusing = True
         self.on_ready()
         return False
 
     def close(self) -> None:
         """Take no more items and report ready, so the transport ends the stream."""
-        self.closed = True
+        self.closed = self._refusing = True
         self.on_ready()
 
     def drain(self, max_bytes: int | None = None) -> list[T]:

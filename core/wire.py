@@ -53,7 +53,8 @@ class Delivery:
 
     def size(self) -> int:
         """Bytes this event adds to a batch."""
-        return 1 + len(self._length_and_event())
+        body = self._body if self._body is not None else self._length_and_event()
+        return 1 + len(body)
 
     def response(self) -> bytes:
         """The serialized ``SubscribeResponse(event=...)``."""
