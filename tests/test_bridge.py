@@ -270,7 +270,7 @@ async def test_oversized_frame_closes_1009(start_bridge: StartBridge, core: Core
     assert info.value.rcvd.code == 1009
 
     async def forgotten() -> bool:  # the bridge cleans up and lives on
-        return (await get_json(bridge.url + "/ws/status"))["connections"]["total"] == 0
+        return bool((await get_json(bridge.url + "/ws/status"))["connections"]["total"] == 0)
 
     await eventually(forgotten)
     ws2, _ = await open_ws(bridge, "/ws/connect")
