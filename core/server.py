@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from core.broker import Broker, create_broker
 from core.config import CoreSettings
 from core.hub import Hub
+from core.limits import MIN_CLIENT_PING_INTERVAL
 from core.service import SERVICE_NAME, RealtimeService, add_to_server
 from core.wire import Delivery
 
@@ -30,7 +31,7 @@ def server_options(settings: CoreSettings) -> list[tuple[str, int]]:
         ("grpc.keepalive_time_ms", int(settings.keepalive_time * 1000)),
         ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(MIN_CLIENT_PING_INTERVAL * 1000)),
         ("grpc.http2.max_pings_without_data", 0),
     ]
 
@@ -58,11 +59,35 @@ class CoreNode:
     def __init__(self, settings: CoreSettings, broker: Broker | None = None) -> None:
         self.settings = settings
         self.broker = broker or create_broker(
-            settings.broker_url, history_size=settings.history_size
+            settings.broker_url,
+            history_size=settings.history_size,
+            retention=settings.retention_by_topic,
+            min_replicas=settings.min_replicas,
+            on_state=self._broker_state,
         )
         self.hub: Hub[Delivery] = Hub()
         self.service = RealtimeService(settings, self.broker, self.hub)
         self.server, self.port, self._health = create_server(settings, self.service)
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: False while the broker cannot be reached (health NOT_SERVING meanwhile).
+        self.broker_up = True
+
+    def _broker_state(self, up: bool) -> None:
+        """The broker went away or came back: health and every open stream follow."""
+        if up == self.broker_up:
+            return
+        self.broker_up = up
+        log.warning("broker %s", "reachable again" if up else "unreachable: NOT_SERVING")
+        self.service.broker_available(up)
+        task = asyncio.get_running_loop().create_task(self._set_health(up))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _set_health(self, up: bool) -> None:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        status = serving if up else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)
 
     @property
     def address(self) -> str:
@@ -75,8 +100,7 @@ class CoreNode:
         hub = self.hub
         await self.broker.start(lambda event: hub.dispatch(Delivery(event)))
         await self.server.start()
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(self.broker_up)
         log.info("core listening on %s (broker %s)", self.address, self.settings.broker_url)
 
     async def stop(self, grace: float | None = None) -> None:

@@ -81,6 +81,16 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         self._closing = False
         self._idle = asyncio.Event()  # set while no Subscribe stream is open
         self._idle.set()
+        self._broker_up = True
+        self._wakers: set[asyncio.Event] = set()
+
+    def broker_available(self, up: bool) -> None:
+        """The broker went away (False) or came back (True): every open stream is
+        told at once, by a heartbeat with ``broker_unavailable``."""
+        if up != self._broker_up:
+            self._broker_up = up
+            for waker in self._wakers:
+                waker.set()
 
     async def streams_ended(self) -> None:
         """Return once no Subscribe stream is open (wrap in a timeout)."""
@@ -138,6 +148,7 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         )
         sub_id = uuid.uuid4().hex[:12]
         self._hub.add(sub)
+        self._wakers.add(ready)
         self.streams += 1
         self._idle.clear()
         log.info("subscribe %s topics=%s", sub_id, [TOPIC_NAMES[t] for t in topics])
@@ -150,6 +161,7 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             await context.abort(exc.grpc_code, str(exc))
         finally:
             self._hub.remove(sub)
+            self._wakers.discard(ready)
             self.streams -= 1
             if not self.streams:
                 self._idle.set()
@@ -215,7 +227,11 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
                 yield chunk
         del backlog
         interval = self._settings.heartbeat_interval
+        told_up = True
         while True:
+            if told_up != self._broker_up:
+                told_up = self._broker_up
+                yield _heartbeat(broker_up=told_up)
             fresh = sub.drain()
             if floors:
                 fresh = [d for d in fresh if floors.admits(d.event.topic, d.event.position)]
@@ -235,9 +251,7 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
                 async with asyncio.timeout(interval):
                     await ready.wait()
             except TimeoutError:
-                heartbeat = spb.Heartbeat()
-                heartbeat.time.GetCurrentTime()
-                yield spb.SubscribeResponse(heartbeat=heartbeat)
+                yield _heartbeat(broker_up=self._broker_up)
 
     async def _replay(
         self,
@@ -258,6 +272,12 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             if last.epoch != head.epoch or last.offset >= head.offset:
                 return
             found = await self._broker.history(topic, last, _PAGE)
+
+
+def _heartbeat(*, broker_up: bool) -> spb.SubscribeResponse:
+    heartbeat = spb.Heartbeat(broker_unavailable=not broker_up)
+    heartbeat.time.GetCurrentTime()
+    return spb.SubscribeResponse(heartbeat=heartbeat)
 
 
 def _on_event(matcher: Matcher) -> Callable[[Delivery], bool]:

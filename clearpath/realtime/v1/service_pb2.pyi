@@ -416,6 +416,12 @@ class Heartbeat(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TIME_FIELD_NUMBER: _builtins.int
+    BROKER_UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    broker_unavailable: _builtins.bool
+    """True while the core cannot reach its broker (e.g. Redis is down): the stream
+    stays open, no new event can be published meanwhile, and the events published
+    once the broker is back follow in order. Sent at once when it changes.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """The core's time."""
@@ -424,10 +430,11 @@ class Heartbeat(_message.Message):
         self,
         *,
         time: _timestamp_pb2.Timestamp | None = ...,
+        broker_unavailable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_unavailable", b"broker_unavailable", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
