@@ -1,6 +1,7 @@
 # ClearPath Realtime.
 #   make run    set everything up, then run core + bridge + simulator (dashboard: http://localhost:8000)
 #   make test   set everything up, then run every check and test (what .ci/run runs)
+#   make cluster  redis + two cores + two bridges + nginx + simulator (http://localhost:8000)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -9,17 +10,18 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup setup-run system python node web proto proto-check proto-breaking lint \
-        test test-python test-web test-e2e bench bench-smoke run clean
+        test test-python test-web test-e2e bench bench-smoke run cluster clean
 
 setup-run: python node web
 setup: system setup-run
 
-# Debian packages the tests drive for real: headless Chromium (browser tests) and
-# redis-server (scale-out). Installed only when missing.
+# Debian packages the tests drive for real: headless Chromium (browser tests),
+# redis-server and nginx (scale-out, `make cluster`). Installed only when missing.
 system:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq; \
@@ -78,6 +80,11 @@ bench: setup-run
 
 run: setup-run
 	$(BIN)/clearpath serve --simulate
+
+# The local scale-out cluster in the foreground; Ctrl-C stops it. Ports and the state
+# folder (.cluster/) are flags or CLEARPATH_CLUSTER_* variables: clearpath cluster --help.
+cluster: system setup-run
+	$(BIN)/clearpath cluster
 
 clean:
 	rm -rf $(VENV) node_modules clients/web/dist .pytest_cache .mypy_cache .ruff_cache

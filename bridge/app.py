@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import re
 import time
 import uuid
@@ -115,6 +116,7 @@ class Bridge:
             },
             "upstream": self.upstream.status(),
             "uptime_seconds": round(time.time() - self.started, 3),
+            "pid": os.getpid(),  # which process answered (a bridge with --workers has several)
         }
 
     # --- frames from the core ---------------------------------------------------------
@@ -504,8 +506,9 @@ def _add_dashboard(app: web.Application, settings: BridgeSettings) -> None:
 class BridgeNode:
     """One running bridge: the app on an HTTP server; ``port`` is read back after start."""
 
-    def __init__(self, settings: BridgeSettings) -> None:
+    def __init__(self, settings: BridgeSettings, *, reuse_port: bool = False) -> None:
         self.settings = settings
+        self._reuse_port = reuse_port
         self.app = create_app(settings)
         self.bridge = bridge_of(self.app)
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
@@ -520,7 +523,12 @@ class BridgeNode:
     async def start(self) -> None:
         """Serve on ``settings.host:settings.port``."""
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        site = web.TCPSite(
+            self._runner,
+            self.settings.host,
+            self.settings.port,
+            reuse_port=self._reuse_port or None,
+        )
         await site.start()
         self.port = self._runner.addresses[0][1]
         log.info("bridge listening on %s (core %s)", self.url, self.settings.core)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import InvalidArgument
+from core.targets import parse_targets
 
 __all__ = ["BridgeSettings"]
 
@@ -20,7 +23,12 @@ class BridgeSettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 for every interface")
     port: int = Field(8000, ge=0, le=65535, description="HTTP/WebSocket port; 0 picks a free one")
-    core: str = Field("localhost:50051", description="the core's gRPC address, host:port")
+    core: str = Field(
+        "localhost:50051",
+        description="the core's gRPC address, host:port, or several cores sharing one broker, "
+        "host:port,host:port,...: the upstream streams from one and moves to the next "
+        "(round robin) when it fails",
+    )
     send_queue_bytes: int = Field(
         32 * 1024 * 1024,
         ge=64 * 1024,
@@ -58,3 +66,17 @@ class BridgeSettings(BaseSettings):
     static_dir: Path | None = Field(
         DEFAULT_STATIC, description="folder served at / (the dashboard); none to disable"
     )
+
+    @field_validator("core")
+    @classmethod
+    def _core_addresses(cls, value: str) -> str:
+        # Refuse a bad list at start-up, naming the entry; keep it normalized.
+        try:
+            return ",".join(parse_targets(value, "core"))
+        except InvalidArgument as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def cores(self) -> tuple[str, ...]:
+        """The addresses of :attr:`core`, in order."""
+        return tuple(self.core.split(","))

@@ -7,6 +7,13 @@ reopened with the shared backoff (:mod:`core.backoff`), resuming every topic
 from the last position the bridge saw (:class:`core.positions.Cursors`), so
 nothing within the core's history is lost; what the core could not recover is
 reported to ``on_gap`` (the bridge tells the sockets of that topic).
+
+With several core addresses (``CLEARPATH_BRIDGE_CORE=a:50051,b:50051``: cores
+sharing one broker) the stream is on one of them at a time; every end of the
+stream moves its next attempt to the next address, round robin
+(:class:`core.targets.TargetRing`), where it resumes from the same cursors.
+``History`` calls go to the address the stream is on, and to the next ones in
+turn when that one is UNAVAILABLE (a read, so asking again is harmless).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from core.backoff import Backoff
 from core.errors import Unavailable
 from core.limits import UPSTREAM_BATCH, channel_options
 from core.positions import Cursors, Gap, HasPosition, Position
+from core.targets import TargetRing
 from core.topics import TOPIC_NAMES, TOPICS
 
 __all__ = ["Upstream"]
@@ -41,7 +49,8 @@ class Upstream:
     """Keeps one Subscribe stream to the core open and feeds ``on_frame``.
 
     ``state`` is one of ``connecting``, ``connected``, ``reconnecting``,
-    ``stopped``; :meth:`position` is the last position seen per topic, and
+    ``stopped``; :attr:`target` is the core address the stream is on (or will
+    try next); :meth:`position` is the last position seen per topic, and
     :attr:`cache` holds the latest frames of each topic, all of that position's
     epoch and with consecutive offsets.
     """
@@ -55,8 +64,8 @@ class Upstream:
         self._settings = settings
         self._on_frame = on_frame
         self._on_gap = on_gap
-        self._channel = grpc.aio.insecure_channel(settings.core, options=channel_options())
-        self._stub = sgrpc.RealtimeServiceStub(self._channel)
+        self._targets = TargetRing(settings.cores)
+        self._channels: dict[str, grpc.aio.Channel] = {}
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._backoff = Backoff(initial=settings.reconnect_initial, maximum=settings.reconnect_max)
@@ -68,20 +77,36 @@ class Upstream:
         self.gaps = 0
         self.events = 0
         self.errors = 0
+        #: False while the core reports (in heartbeats) that its broker is unreachable.
+        self.core_broker_up = True
         self.last_error = ""
         self.connected_at: float | None = None
+        self.failovers = 0
+
+    @property
+    def target(self) -> str:
+        """The core address the stream is on, or will try next."""
+        return self._targets.current
+
+    def _stub(self, address: str) -> sgrpc.RealtimeServiceAsyncStub:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(address, options=channel_options())
+            self._channels[address] = channel
+        return sgrpc.RealtimeServiceStub(channel)
 
     def start(self) -> None:
         """Start the stream in the background."""
         self._task = asyncio.create_task(self._run(), name="bridge-upstream")
 
     async def stop(self) -> None:
-        """Close the stream and the channel."""
+        """Close the stream and the channels."""
         self.state = "stopped"
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self._channel.close()
+        channels, self._channels = self._channels, {}
+        await asyncio.gather(*(channel.close() for channel in channels.values()))
 
     async def wait_connected(self) -> None:
         """Return once the stream is open (wrap in a timeout)."""
@@ -90,13 +115,18 @@ class Upstream:
     def status(self) -> dict[str, Any]:
         """The upstream part of ``/ws/status``."""
         return {
-            "core": self._settings.core,
+            "core": self.target,
+            "cores": list(self._targets.addresses),
+            "failovers": self.failovers,
             "state": self.state,
             "connected_since": self.connected_at,
             "reconnects": self.reconnects,
             "attempt": self.attempt,
             "last_error": self.last_error,
             "errors": self.errors,
+            # What the core says of its broker (heartbeats): while "unavailable" no
+            # event can be published; the stream stays open and resumes after it.
+            "core_broker": "available" if self.core_broker_up else "unavailable",
             "events_received": self.events,
             "history_gaps": self.gaps,
             "positions": {
@@ -111,8 +141,9 @@ class Upstream:
 
     async def _run(self) -> None:
         while True:
+            address = self.target
             try:
-                await self._stream()
+                await self._stream(address)
                 self.last_error = "stream ended"
             except asyncio.CancelledError:
                 raise
@@ -123,22 +154,36 @@ class Upstream:
                 self.last_error = f"internal error: {exc!r}"
                 log.exception("upstream stream failed; reconnecting")
             self._connected.clear()
+            # Whatever ended it, the next attempt goes to the next core (if any).
+            if self._targets.advance(address) != address:
+                self.failovers += 1
             if self.state == "connected":
-                log.warning("upstream lost (%s); reconnecting", self.last_error)
+                log.warning(
+                    "upstream lost on %s (%s); reconnecting to %s",
+                    address,
+                    self.last_error,
+                    self.target,
+                )
                 self.attempt = 0
             self.state = "reconnecting"
             self.attempt += 1
             delay = self._backoff.delay(self.attempt)
-            log.info("upstream retry %d in %.2fs (%s)", self.attempt, delay, self.last_error)
+            log.info(
+                "upstream retry %d on %s in %.2fs (%s)",
+                self.attempt,
+                self.target,
+                delay,
+                self.last_error,
+            )
             await asyncio.sleep(delay)
 
-    async def _stream(self) -> None:
+    async def _stream(self, address: str) -> None:
         since = [
             spb.TopicPosition(topic=t, position=pb.StreamPosition(offset=p.offset, epoch=p.epoch))  # type: ignore[arg-type]
             for t, p in self._cursors.items()
         ]
         request = spb.SubscribeRequest(topics=TOPICS, since=since, max_batch=UPSTREAM_BATCH)  # type: ignore[arg-type]
-        call = self._stub.Subscribe(request)
+        call = self._stub(address).Subscribe(request)
         try:
             async for message in call:
                 kind = message.WhichOneof("kind")
@@ -149,6 +194,8 @@ class Upstream:
                     self._deliver(message.event)
                 elif kind == "confirmed":
                     self._confirmed(message.confirmed)
+                elif kind == "heartbeat":
+                    self.core_broker_up = not message.heartbeat.broker_unavailable
         finally:
             call.cancel()
 
@@ -169,20 +216,23 @@ class Upstream:
         if self.state != "connected":
             if self.state == "reconnecting":
                 self.reconnects += 1
-            log.info("upstream connected to %s", self._settings.core)
+            log.info("upstream connected to %s", self.target)
         self.state = "connected"
+        self.core_broker_up = True  # the core just read its history from the broker
         self.attempt = 0
         self.connected_at = time.time()
         self._connected.set()
 
     def _deliver(self, event: pb.Event) -> None:
-        topic = event.topic
-        if topic not in self.cache or not self._cursors.accept(topic, event.position):
-            return  # a topic this bridge does not know, or an event already seen
         frame = event_frame(event)
-        cache = self.cache[topic]
-        if cache and (cache[-1].epoch != frame.epoch or cache[-1].offset + 1 != frame.offset):
-            cache.clear()  # another epoch, or a gap: the cache holds consecutive offsets only
+        topic = frame.topic
+        cache = self.cache.get(topic)
+        if cache is None or not self._cursors.accept(topic, frame):
+            return  # a topic this bridge does not know, or an event already seen
+        if cache:
+            tail = cache[-1]
+            if tail.offset + 1 != frame.offset or tail.epoch != frame.epoch:
+                cache.clear()  # a gap or another epoch: the cache holds consecutive offsets only
         cache.append(frame)
         self.events += 1
         self._on_frame(frame)
@@ -201,16 +251,26 @@ class Upstream:
 
     async def history(self, topic: int, since: HasPosition, limit: int = 0) -> spb.HistoryResponse:
         """One page of the core's history of ``topic`` after ``since`` (a unary call:
-        no stream held). Raises Unavailable when the core cannot be reached."""
+        no stream held), from the core the stream is on, else the next ones in turn
+        while they answer UNAVAILABLE. Raises Unavailable when no core answers."""
         request = spb.HistoryRequest(
             topic=topic,  # type: ignore[arg-type]
             since=pb.StreamPosition(offset=since.offset, epoch=since.epoch),
             limit=limit,
         )
-        try:
-            response: spb.HistoryResponse = await self._stub.History(request, timeout=10)
-        except grpc.aio.AioRpcError as exc:
-            raise Unavailable(
-                f"the core could not be asked for history ({exc.code().name}); subscribe again"
-            ) from exc
-        return response
+        last: grpc.aio.AioRpcError | None = None
+        for address in self._targets.from_current():
+            try:
+                response: spb.HistoryResponse = await self._stub(address).History(
+                    request, timeout=10
+                )
+            except grpc.aio.AioRpcError as exc:
+                last = exc
+                if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                    break
+                continue
+            return response
+        assert last is not None
+        raise Unavailable(
+            f"the core could not be asked for history ({last.code().name}); subscribe again"
+        ) from last

@@ -21,6 +21,7 @@ KERNEL = {
     "core.hub",
     "core.limits",
     "core.positions",
+    "core.targets",
     "core.topics",
     "core.validation",
     "core.wire",

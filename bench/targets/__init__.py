@@ -8,6 +8,7 @@ from bench.targets.baselines import AiohttpEncodeOnceTarget, GrpcRawTarget, Naiv
 from bench.targets.clearpath import (
     ClearpathBaselineTarget,
     ClearpathCoreTarget,
+    ClearpathRedisTarget,
     ClearpathTarget,
 )
 
@@ -20,6 +21,7 @@ TARGETS: tuple[Target, ...] = (
     ClearpathTarget(batch=False),
     ClearpathTarget(batch=True),
     ClearpathCoreTarget(),
+    ClearpathRedisTarget(),
     ClearpathBaselineTarget(),
 )
 

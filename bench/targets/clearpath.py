@@ -21,7 +21,13 @@ from pathlib import Path
 from bench.loadgen.publisher import PublishSpec
 from bench.targets.base import Endpoint, GrpcStreamSpec, Target, TargetUnavailable, WsSpec
 
-__all__ = ["BASELINE_ENV", "ClearpathBaselineTarget", "ClearpathCoreTarget", "ClearpathTarget"]
+__all__ = [
+    "BASELINE_ENV",
+    "ClearpathBaselineTarget",
+    "ClearpathCoreTarget",
+    "ClearpathRedisTarget",
+    "ClearpathTarget",
+]
 
 #: A checkout of another commit (``git worktree add DIR COMMIT``) to run as the
 #: ``clearpath-baseline`` target: before/after figures of a change in one run.
@@ -110,6 +116,22 @@ class ClearpathBaselineTarget(ClearpathTarget):
             "from clients.cli.app import main; sys.exit(main())"
         )
         return [sys.executable, "-c", run, "serve", "--grpc-port", "0", "--http-port", "0"]
+
+
+class ClearpathRedisTarget(ClearpathTarget):
+    """``clearpath serve --broker redis://…`` with a private redis-server
+    (``bench/servers/clearpath_redis.py``): what Redis adds to the same paths."""
+
+    description = "clearpath serve on the Redis broker (a private redis-server, AOF everysec)"
+
+    def __init__(self) -> None:
+        super().__init__(batch=False)
+        self.name = "clearpath-redis"
+        self.workloads = frozenset({"W1", "W2", "G1", "G2"})
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.servers.clearpath_redis", "serve",
+                "--grpc-port", "0", "--http-port", "0"]  # fmt: skip
 
 
 class ClearpathCoreTarget(Target):

@@ -1,4 +1,11 @@
-"""What the commands that talk to the core share: ``--core``, exit codes, errors."""
+"""What the commands that talk to the core share: ``--core``, exit codes, errors.
+
+``--core`` (and ``$CLEARPATH_CORE``) is one address ``HOST:PORT`` or several,
+``HOST:PORT,HOST:PORT``: cores sharing one broker, which the SDK's client fails
+over across (``subscribe`` resumes on the next core, ``publish`` moves on when
+the core cannot be reached). A bad list is a usage error (exit 2) naming the
+bad entry, before anything is sent.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 from clients.sdk import DEFAULT_TARGET, ClearPathError, InvalidArgumentError, UnavailableError
+from core.errors import InvalidArgument
+from core.targets import parse_targets
 
 __all__ = [
     "EXIT_ERROR",
@@ -27,20 +36,40 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def add_core_option(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
-    """Add ``--core HOST:PORT``. With ``suppress`` an absent flag leaves the
-    namespace alone, so a parent parser and its subparsers can both offer it."""
+    """Add ``--core HOST:PORT[,HOST:PORT...]``. With ``suppress`` an absent flag
+    leaves the namespace alone, so a parent parser and its subparsers can both offer it."""
     parser.add_argument(
         "--core",
-        metavar="HOST:PORT",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        type=_core_list,
         default=argparse.SUPPRESS if suppress else None,
-        help=f"the core's gRPC address (default: $CLEARPATH_CORE or {DEFAULT_TARGET})",
+        help="the core's gRPC address, or several cores sharing one broker to fail over "
+        f"across (default: $CLEARPATH_CORE or {DEFAULT_TARGET})",
     )
 
 
+def _core_list(value: str) -> str:
+    """``--core``, checked and normalized (argparse reports the error, exit 2)."""
+    try:
+        return ",".join(parse_targets(value, ""))
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def core_target(args: argparse.Namespace) -> str:
-    """The ``--core`` given, else ``$CLEARPATH_CORE``, else the default."""
+    """The ``--core`` given, else ``$CLEARPATH_CORE``, else the default: one
+    address or a comma-separated list. A bad ``$CLEARPATH_CORE`` exits 2 naming
+    the bad entry."""
     given: str | None = getattr(args, "core", None)
-    return given or os.environ.get("CLEARPATH_CORE") or DEFAULT_TARGET
+    if given:
+        return given
+    env = os.environ.get("CLEARPATH_CORE")
+    if not env:
+        return DEFAULT_TARGET
+    try:
+        return ",".join(parse_targets(env, "$CLEARPATH_CORE"))
+    except InvalidArgument as exc:
+        raise SystemExit(fail(str(exc), EXIT_USAGE)) from None
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> int:
@@ -59,7 +88,8 @@ def run_async(main: Coroutine[Any, Any, int], target: str) -> int:
     except InvalidArgumentError as exc:
         return fail(str(exc), EXIT_USAGE)
     except UnavailableError as exc:
-        return fail(f"cannot reach the core at {target}: {exc}")
+        where = f"a core of {target}" if "," in target else f"the core at {target}"
+        return fail(f"cannot reach {where}: {exc}")
     except ClearPathError as exc:
         return fail(f"{exc} ({exc.code})" if exc.code else str(exc))
 

@@ -11,11 +11,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from clients.cli import publish, serve, simulate, status, subscribe
+from clients.cli import cluster, publish, serve, simulate, status, subscribe
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = [publish, subscribe, status, simulate, serve]
+COMMANDS = [publish, subscribe, status, simulate, serve, cluster]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,16 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from typing import Any
+import os
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
 
 from bridge.app import BridgeNode
 from bridge.config import BridgeSettings
+from bridge.workers import run_pool
 from core.config import CoreSettings
 from core.server import CoreNode, wait_for_signal
 
 __all__ = ["register"]
 
 log = logging.getLogger("clearpath")
+
+T = TypeVar("T")
 
 
 def register(sub: Any) -> None:
@@ -36,8 +44,34 @@ def register(sub: Any) -> None:
         "bridge", help="run a WebSocket bridge against a core elsewhere"
     )
     _bridge_flags(alone)
-    alone.add_argument("--core", help="the core's address HOST:PORT (default localhost:50051)")
+    alone.add_argument(
+        "--core",
+        help="the core's address HOST:PORT, or several sharing one broker, a:50051,b:50051 "
+        "(default localhost:50051)",
+    )
+    alone.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="bridge processes sharing the port (SO_REUSEPORT), each with its own upstream; "
+        "'auto': one per CPU (default 1: this process serves)",
+    )
     alone.set_defaults(handler=run_bridge)
+
+
+def _workers(text: str) -> int:
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of workers >= 1 or 'auto', not {text!r}"
+        )
+    return count
 
 
 def _core_flags(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +81,12 @@ def _core_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--history-size", type=int, help="events kept per topic")
     parser.add_argument("--queue-size", type=int, help="events queued per gRPC subscriber")
     parser.add_argument("--heartbeat-interval", type=float, help="seconds")
+    parser.add_argument(
+        "--retention", help="Redis: per-topic history, TOPIC=COUNT[/AGE],… (e.g. map_updates=/10m)"
+    )
+    parser.add_argument(
+        "--min-replicas", type=int, help="Redis: replicas that must acknowledge a Publish (WAIT)"
+    )
 
 
 def _bridge_flags(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +114,8 @@ def core_settings(args: argparse.Namespace) -> CoreSettings:
                 "history_size": args.history_size,
                 "queue_size": args.queue_size,
                 "heartbeat_interval": args.heartbeat_interval,
+                "retention": args.retention,
+                "min_replicas": args.min_replicas,
             }
         )
     )
@@ -97,23 +139,42 @@ def bridge_settings(args: argparse.Namespace, core: str | None) -> BridgeSetting
 
 def run_serve(args: argparse.Namespace) -> int:
     """Run core, bridge and simulator until SIGINT/SIGTERM."""
+    try:
+        core_settings(args)
+        bridge_settings(args, None)
+    except ValidationError as exc:
+        return _bad_settings(exc)
     _run(_serve(args))
     return 0
 
 
 def run_bridge(args: argparse.Namespace) -> int:
-    """Run a bridge alone until SIGINT/SIGTERM."""
-    _run(_bridge(bridge_settings(args, args.core)))
+    """Run a bridge alone (``--workers N``: N processes on one port) until SIGINT/SIGTERM."""
+    try:
+        settings = bridge_settings(args, args.core)
+    except ValidationError as exc:
+        return _bad_settings(exc)
+    if args.workers > 1:
+        return _run(run_pool(settings, args.workers, args.log_level))
+    _run(_bridge(settings))
     return 0
 
 
-def _run(main: Any) -> None:
+def _bad_settings(exc: ValidationError) -> int:
+    """A setting out of range: one line per problem naming it, exit 2 (no traceback)."""
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "settings"
+        print(f"clearpath: {where}: {error['msg']}", file=sys.stderr)
+    return 2
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        asyncio.run(main)
+        return asyncio.run(main)
     else:
-        uvloop.run(main)
+        return uvloop.run(main)
 
 
 async def _serve(args: argparse.Namespace) -> None:

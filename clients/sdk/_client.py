@@ -6,9 +6,9 @@ import asyncio
 import logging
 import os
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeAlias
+from typing import TYPE_CHECKING, Self, TypeAlias, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,6 +31,7 @@ from clients.sdk._resume import Gap, ResumeState
 from core.backoff import Backoff
 from core.errors import InvalidArgument
 from core.limits import channel_options
+from core.targets import TargetRing, parse_targets
 from core.topics import TOPIC_NAMES
 
 __all__ = ["DEFAULT_TARGET", "Client", "Subscription"]
@@ -51,38 +52,66 @@ _RETRYABLE = frozenset(
     }
 )
 
+_T = TypeVar("_T")
+
 
 class Client:
-    """A connection to a ClearPath Realtime core.
+    """A connection to ClearPath Realtime cores.
 
-    ``target`` is ``host:port`` (default: ``$CLEARPATH_CORE``, else
-    ``localhost:50051``); ``token`` (default: ``$CLEARPATH_TOKEN``) is sent as
+    ``target`` is ``host:port``, a comma-separated list ``"a:50051,b:50051"``,
+    or a list of addresses (default: ``$CLEARPATH_CORE``, else
+    ``localhost:50051``); a bad address raises :class:`InvalidArgumentError`
+    naming it. ``token`` (default: ``$CLEARPATH_TOKEN``) is sent as
     ``authorization: Bearer <token>`` with every call; ``timeout`` bounds each
     unary call in seconds (None: no bound); ``backoff`` paces the reconnects
     of subscriptions. Use it as ``async with Client() as client:``, or call
-    :meth:`close` when done. The connection is opened on first use.
+    :meth:`close` when done. Connections are opened on first use.
+
+    With several addresses (cores sharing one broker, so that positions mean
+    the same on each), calls go to one of them, :attr:`target`, and the client
+    moves to the next one, round robin, when it fails: a subscription resumes
+    there from its positions (see :class:`Subscription`), and :meth:`publish`
+    follows the rule written in its docstring.
     """
 
     def __init__(
         self,
-        target: str | None = None,
+        target: str | Iterable[str] | None = None,
         *,
         timeout: float | None = 10.0,
         token: str | None = None,
         backoff: Backoff = Backoff(),  # noqa: B008 - frozen, so sharing it is safe
     ) -> None:
-        self.target: str = target or os.environ.get("CLEARPATH_CORE") or DEFAULT_TARGET
+        given: str | list[str]
+        if target is not None and not isinstance(target, str):
+            given, where = list(target), "target"
+        elif target:
+            given, where = target, "target"
+        elif env := os.environ.get("CLEARPATH_CORE"):
+            given, where = env, "$CLEARPATH_CORE"
+        else:
+            given, where = DEFAULT_TARGET, "target"
+        try:
+            #: Every address this client may use, in round-robin order.
+            self.targets: tuple[str, ...] = parse_targets(given, where)
+        except InvalidArgument as exc:
+            raise from_invalid(exc) from exc
+        self._ring = TargetRing(self.targets)
         self.timeout = timeout
         self.backoff = backoff
         token = token if token is not None else os.environ.get("CLEARPATH_TOKEN")
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: sgrpc.RealtimeServiceAsyncStub | None = None
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    @property
+    def target(self) -> str:
+        """The address calls go to now (one of :attr:`targets`)."""
+        return self._ring.current
 
     async def __aenter__(self) -> Self:
-        self._connect()
+        self._channel(self.target)
         return self
 
     async def __aexit__(
@@ -94,16 +123,17 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        """Close the connection; open calls and subscriptions end. Idempotent."""
-        channel, self._channel, self._stub = self._channel, None, None
-        if channel is not None:
-            await channel.close()
+        """Close the connections; open calls and subscriptions end. Idempotent."""
+        channels, self._channels = self._channels, {}
+        await asyncio.gather(*(channel.close() for channel in channels.values()))
 
-    def _connect(self) -> sgrpc.RealtimeServiceAsyncStub:
-        if self._stub is None:
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        """The channel to ``address``, opened on first use."""
+        channel = self._channels.get(address)
+        if channel is None:
             backoff_ms = (int(self.backoff.initial * 1000), int(self.backoff.maximum * 1000))
-            self._channel = grpc.aio.insecure_channel(
-                self.target,
+            channel = self._channels[address] = grpc.aio.insecure_channel(
+                address,
                 options=[
                     # Let the channel itself retry as eagerly as our backoff does.
                     ("grpc.initial_reconnect_backoff_ms", backoff_ms[0]),
@@ -113,8 +143,46 @@ class Client:
                     *channel_options(),
                 ],
             )
-            self._stub = sgrpc.RealtimeServiceStub(self._channel)
-        return self._stub
+        return channel
+
+    def _stub(self, address: str) -> sgrpc.RealtimeServiceAsyncStub:
+        return sgrpc.RealtimeServiceStub(self._channel(address))
+
+    def _failed_over(self, address: str) -> str:
+        """``address`` failed: move on (unless another call already did); the new target."""
+        new = self._ring.advance(address)
+        if new != address:
+            log.info("core %s failed; moving to %s", address, new)
+        return new
+
+    async def _unary(
+        self,
+        send: Callable[[grpc.aio.Channel, float | None], Awaitable[_T]],
+        *,
+        idempotent: bool,
+    ) -> _T:
+        """Run a unary call (``send(channel, seconds left)``) on the current address,
+        moving on by the rule of :meth:`publish`; ``idempotent`` calls are also
+        sent again to the next address after an UNAVAILABLE answer."""
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
+        for left in range(len(self.targets), 0, -1):
+            address = self.target
+            channel = self._channel(address)
+            budget = None if deadline is None else max(0.0, deadline - loop.time())
+            # Before the last address: send only on a channel known to be connected.
+            if left > 1 and not await _connects(channel, None if budget is None else budget / left):
+                self._failed_over(address)  # nothing was sent there
+                continue
+            try:
+                return await send(channel, budget)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+                    raise from_grpc(exc) from exc
+                self._failed_over(address)
+                if not idempotent or left == 1:
+                    raise from_grpc(exc) from exc
+        raise AssertionError("unreachable: the last address raises")  # pragma: no cover
 
     async def publish(self, events: EventLike | Iterable[EventLike]) -> list[spb.PublishResult]:
         """Publish one event or a batch, atomically, in one call.
@@ -123,19 +191,39 @@ class Client:
         ``{"type": "package_update", "data": {"package_id": "p1", "status": "in_transit"}}``.
         Returns one result (id, topic, position) per event, in order. Either
         every event is published or none is: :class:`InvalidArgumentError`
-        names the first bad field. A publish is not retried (it is not
-        idempotent); on :class:`UnavailableError` it may be sent again.
+        names the first bad field.
+
+        A publish is never sent twice (it is not idempotent: every copy would
+        be stored at a new position). With several addresses it moves on only
+        when gRPC guarantees that the request was not sent:
+
+        * While the current address is not the last one left to try, the call
+          waits (within its share of ``timeout``) until that address's channel
+          is connected. A channel that fails to connect (gRPC's
+          TRANSIENT_FAILURE) never carried the request, so the same request is
+          sent to the next address; each address is tried at most once per call.
+        * Once sent, UNAVAILABLE is ambiguous: gRPC has already retried, by
+          itself, what it knows never left the client or was refused unseen
+          by the server (transparent retries, gRFC A6), so an UNAVAILABLE that
+          still surfaces (the connection broke mid-call, the core shut down or
+          lost its broker) does not tell whether the events were stored. It is
+          raised as :class:`UnavailableError`, not retried, and later calls go
+          to the next address. Whether to publish again is the caller's choice
+          (events carry their own ``id`` to recognise a copy).
         """
         try:
             request = spb.PublishRequest(events=to_events(events))
         except InvalidArgument as exc:
             raise from_invalid(exc) from exc
-        stub = self._connect()
-        try:
-            response = await stub.Publish(request, timeout=self.timeout, metadata=self._metadata)
-        except grpc.aio.AioRpcError as exc:
-            raise from_grpc(exc) from exc
-        return list(response.results)
+
+        async def send(channel: grpc.aio.Channel, budget: float | None) -> spb.PublishResponse:
+            stub = sgrpc.RealtimeServiceStub(channel)
+            response: spb.PublishResponse = await stub.Publish(
+                request, timeout=budget, metadata=self._metadata
+            )
+            return response
+
+        return list((await self._unary(send, idempotent=False)).results)
 
     def subscribe(
         self,
@@ -162,19 +250,41 @@ class Client:
         return Subscription(self, request, state)
 
     async def health(self, service: str = "") -> str:
-        """The core's gRPC health for ``service`` ("" = the whole server):
-        ``"SERVING"``, ``"NOT_SERVING"``, ``"SERVICE_UNKNOWN"``…"""
-        self._connect()
-        stub = health_pb2_grpc.HealthStub(self._channel)
-        try:
-            response = await stub.Check(
-                health_pb2.HealthCheckRequest(service=service),
-                timeout=self.timeout,
-                metadata=self._metadata,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise from_grpc(exc) from exc
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+        """The gRPC health of the current core for ``service`` ("" = the whole
+        server): ``"SERVING"``, ``"NOT_SERVING"``, ``"SERVICE_UNKNOWN"``…
+        A check is harmless to repeat: an unreachable core is skipped for the next."""
+        request = health_pb2.HealthCheckRequest(service=service)
+
+        async def send(channel: grpc.aio.Channel, budget: float | None) -> int:
+            stub = health_pb2_grpc.HealthStub(channel)
+            response = await stub.Check(request, timeout=budget, metadata=self._metadata)
+            return int(response.status)
+
+        status = await self._unary(send, idempotent=True)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+
+
+async def _connects(channel: grpc.aio.Channel, within: float | None) -> bool:
+    """True once ``channel`` is connected (READY); False when it fails to connect
+    (TRANSIENT_FAILURE, SHUTDOWN) or stays connecting for ``within`` seconds.
+
+    False means that a call sent now would not have been carried: gRPC fails a
+    call on a channel in TRANSIENT_FAILURE without sending it ("fail fast").
+    """
+    state = channel.get_state(try_to_connect=True)
+    try:
+        async with asyncio.timeout(within):
+            while state is not grpc.ChannelConnectivity.READY:
+                if state in (
+                    grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                    grpc.ChannelConnectivity.SHUTDOWN,
+                ):
+                    return False
+                await channel.wait_for_state_change(state)
+                state = channel.get_state(try_to_connect=True)
+    except TimeoutError:
+        return False
+    return True
 
 
 if TYPE_CHECKING:
@@ -188,7 +298,10 @@ class Subscription:
     core's confirmation. When the stream breaks — the core restarts, the
     network drops, or the core cut this subscriber off for falling behind — it
     reconnects after a :class:`Backoff` delay and resumes after the last
-    position seen on each topic; events seen twice are skipped. When the core
+    position seen on each topic; events seen twice are skipped. With several
+    addresses each reconnect goes to the client's next one (round robin), so a
+    dead core is left at once; the cores share their history through their
+    broker, so the resume there misses nothing it kept. When the core
     cannot supply every event since that position it yields a :class:`Gap` for
     the topic before the events that follow, so a loss is never silent.
     Errors that retrying cannot fix (bad filter, refused token) are raised as
@@ -211,6 +324,9 @@ class Subscription:
         self.reconnects = 0
         #: The core's id of the current stream (for logs), once confirmed.
         self.subscription_id: str | None = None
+        #: The address of the current (or last) stream's core, once confirmed.
+        self.target: str | None = None
+        self._address = client.target
 
     @property
     def positions(self) -> dict[str, pb.StreamPosition]:
@@ -263,6 +379,7 @@ class Subscription:
             if not isinstance(message, spb.SubscribeResponse):  # EOF: ended without an error
                 self._call = None
                 self._failures += 1
+                self._client._failed_over(self._address)
                 continue
             self._failures = 0
             if message.HasField("event") and self._state.accept(message.event):
@@ -279,7 +396,8 @@ class Subscription:
             request = spb.SubscribeRequest()
             request.CopyFrom(self._request)
             request.since.extend(self._state.request_since())
-            stub = self._client._connect()
+            self._address = self._client.target
+            stub = self._client._stub(self._address)
             call = stub.Subscribe(request, metadata=self._client._metadata)
             try:
                 first = await call.read()
@@ -295,6 +413,7 @@ class Subscription:
             if self.subscription_id is not None:
                 self.reconnects += 1
             self.subscription_id = first.confirmed.subscription_id
+            self.target = self._address
             gaps = self._state.confirm(first.confirmed)
             for gap in gaps:
                 log.debug(  # the caller gets the Gap itself
@@ -316,4 +435,11 @@ class Subscription:
         if exc.code() not in _RETRYABLE or (limit is not None and self._failures > limit):
             self._closed = True
             raise error from exc
-        log.info("subscription interrupted (%s: %s); resuming", error.code, error)
+        target = self._client._failed_over(self._address)
+        log.info(
+            "subscription on %s interrupted (%s: %s); resuming on %s",
+            self._address,
+            error.code,
+            error,
+            target,
+        )

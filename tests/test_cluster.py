@@ -1,0 +1,274 @@
+"""``clearpath cluster`` as a real process on free ports: redis-server, two cores on the
+Redis broker, two bridges, nginx in front and the simulator. A browser's socket through
+the front gets simulated events; when its bridge is killed it reconnects through the
+front and resumes with ``?since=``, positions continuous; SIGTERM stops every process.
+
+nginx and redis-server are required, not optional (``make system`` installs them)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from clients.cli.cluster import NGINX_SHARED, Options, plan, prepare, render_nginx
+
+START = 60.0
+TIMEOUT = 15.0
+MAX_LINES = 200_000
+
+
+class Cluster:
+    """The supervisor process, the lines it printed, what it said it runs."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self.front = ""
+        self.pids: dict[str, int] = {}
+        self.serves: dict[str, str] = {}
+        self._new_line = asyncio.Event()
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stderr is not None
+        while line := await self.process.stderr.readline():
+            if len(self.lines) < MAX_LINES:
+                self.lines.append(line.decode(errors="replace"))
+            self._new_line.set()
+        self._new_line.set()
+
+    async def line(self, pattern: str, within: float = TIMEOUT, start: int = 0) -> re.Match[str]:
+        """The first line from ``start`` on that matches ``pattern``."""
+        regex = re.compile(pattern)
+
+        async def wait() -> re.Match[str]:
+            seen = start
+            while True:
+                for text in self.lines[seen:]:
+                    if m := regex.search(text):
+                        return m
+                seen = len(self.lines)
+                if self.reader.done():
+                    raise AssertionError(f"the cluster ended before {pattern!r}:\n{self.log()}")
+                self._new_line.clear()
+                await self._new_line.wait()
+
+        try:
+            return await asyncio.wait_for(wait(), within)
+        except TimeoutError:
+            raise AssertionError(f"no {pattern!r} within {within:g}s:\n{self.log()}") from None
+
+    def log(self) -> str:
+        return "".join(self.lines[-80:])
+
+    def session(self) -> list[int]:
+        """Every process still alive in the supervisor's session (its descendants)."""
+        alive = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                # After the comm field: state, ppid, pgrp, session.
+                if int(fields[3]) == self.process.pid and fields[0] != "Z":
+                    alive.append(int(entry.name))
+        return alive
+
+
+async def start_cluster(folder: Path, *extra: str) -> asyncio.subprocess.Process:
+    """``clearpath cluster`` on free ports, in a session of its own."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clients.cli.app", "cluster", "--dir", str(folder),
+        "--front-port", "0", "--bridge-ports", "0,0", "--core-ports", "0,0",
+        "--redis-port", "0", "--rate", "40", "--seed", "7", *extra,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+@asynccontextmanager
+async def running_cluster(folder: Path) -> AsyncIterator[Cluster]:
+    """The cluster, listening, until the block ends; nothing of it outlives the block."""
+    cluster = Cluster(await start_cluster(folder))
+    process = cluster.process
+    try:
+        cluster.front = (await cluster.line(r"cluster listening on (\S+)", START)).group(1)
+        for text in cluster.lines:
+            if m := re.search(r"cluster: (\S+) pid (\d+) on (\S+)", text):
+                cluster.pids[m.group(1)] = int(m.group(2))
+                cluster.serves[m.group(1)] = m.group(3)
+        yield cluster
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+        for pid in cluster.session():  # nothing of it may outlive the test
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await asyncio.wait_for(cluster.reader, TIMEOUT)
+
+
+async def frames(ws: ClientConnection, count: int, *, events_only: bool = True) -> list[Any]:
+    """The next ``count`` frames (event frames only, unless told otherwise)."""
+
+    async def read() -> list[Any]:
+        found: list[Any] = []
+        while len(found) < count:
+            frame = orjson.loads(await ws.recv())
+            if "position" in frame or not events_only:
+                found.append(frame)
+        return found
+
+    return await asyncio.wait_for(read(), TIMEOUT)
+
+
+def offsets(events: list[Any]) -> list[int]:
+    return [e["position"]["offset"] for e in events]
+
+
+def continuous(events: list[Any], after: int) -> bool:
+    return offsets(events) == list(range(after + 1, after + 1 + len(events)))
+
+
+@pytest.mark.timeout(180)
+async def test_the_cluster_serves_through_the_front_survives_a_bridge_and_stops(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "cluster"
+    async with running_cluster(folder) as cluster:
+        assert set(cluster.pids) == {
+            "redis", "core1", "core2", "bridge1", "bridge2", "nginx", "simulator"
+        }  # fmt: skip
+        front = cluster.front.replace("http://", "ws://")
+        ws = await asyncio.wait_for(connect(front + "/ws/packages"), TIMEOUT)
+        assert ws.response is not None
+        served_by = ws.response.headers["X-ClearPath-Bridge"]  # nginx: the bridge's address
+        (bridge,) = [n for n, url in cluster.serves.items() if url == f"http://{served_by}"]
+        seen = await frames(ws, 5)
+        epoch = seen[0]["position"]["epoch"]
+        assert continuous(seen, seen[0]["position"]["offset"] - 1)
+
+        mark = len(cluster.lines)
+        os.kill(cluster.pids[bridge], signal.SIGKILL)
+        with pytest.raises(ConnectionClosed):  # read what it sent until the cut
+            while True:
+                seen += await frames(ws, 1)
+        assert continuous(seen, seen[0]["position"]["offset"] - 1)
+
+        # As the web client does: reconnect through the front, resume after the last position.
+        since = f"?since=package_updates:{epoch}:{seen[-1]['position']['offset']}"
+        ws = await asyncio.wait_for(connect(front + "/ws/packages" + since), TIMEOUT)
+        assert ws.response is not None
+        control = await frames(ws, 2, events_only=False)
+        assert [f["type"] for f in control] == ["welcome", "subscribed"]
+        assert control[1]["data"]["recovered"] is True, control[1]
+        resumed = await frames(ws, 20)
+        assert continuous(resumed, seen[-1]["position"]["offset"]), (
+            offsets(seen),
+            offsets(resumed),
+        )
+
+        # The supervisor restarts the killed bridge on its port.
+        restarted = await cluster.line(rf"cluster: {bridge} restarted, pid (\d+)", 30, mark)
+        assert int(restarted.group(1)) != cluster.pids[bridge]
+
+        cluster.process.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:  # the bridges stop first: 1001
+            while True:
+                await frames(ws, 1)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1001
+        assert await asyncio.wait_for(cluster.process.wait(), 60) == 0, cluster.log()
+        assert cluster.session() == []
+    assert list((folder / "redis").rglob("*.aof")), "Redis kept an append-only file"
+
+
+async def test_a_process_that_cannot_start_stops_the_cluster_with_1(tmp_path: Path) -> None:
+    process = await start_cluster(tmp_path / "c", "--nginx", "/bin/false")
+    cluster = Cluster(process)
+    try:
+        code = await asyncio.wait_for(process.wait(), START)
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    await asyncio.wait_for(cluster.reader, TIMEOUT)
+    assert code == 1, cluster.log()
+    await cluster.line(r"cluster: nginx exited with 1 \(port \d+\)")
+    assert cluster.session() == []
+
+
+def options(tmp_path: Path, **overrides: Any) -> Options:
+    given: dict[str, Any] = {
+        "dir": tmp_path,
+        "front_host": "127.0.0.1",
+        "front_port": 18000,
+        "bridge_ports": (18001, 18002),
+        "core_ports": (15061, 15062),
+        "redis_port": 16390,
+        **overrides,
+    }
+    return Options(**given)
+
+
+def test_the_plan_gives_each_bridge_every_core_and_redis_to_every_core(tmp_path: Path) -> None:
+    stages = plan(options(tmp_path))
+    assert [[s.name for s in stage] for stage in stages] == [
+        ["redis"], ["core1", "core2"], ["nginx"], ["bridge1", "bridge2"], ["simulator"]
+    ]  # fmt: skip
+    redis, cores, bridges = stages[0][0], stages[1], stages[3]
+    assert "--appendonly" in redis.argv
+    assert redis.argv[redis.argv.index("--appendfsync") + 1] == "everysec"
+    for core in cores:
+        assert core.argv[core.argv.index("--broker") + 1] == "redis://127.0.0.1:16390/0"
+    # Its own core first, the other to fail over to.
+    assert [b.argv[b.argv.index("--core") + 1] for b in bridges] == [
+        "127.0.0.1:15061,127.0.0.1:15062",
+        "127.0.0.1:15062,127.0.0.1:15061",
+    ]
+    single = plan(options(tmp_path, bridge_core_list=False, simulate=False))
+    assert len(single) == 4
+    assert [b.argv[b.argv.index("--core") + 1] for b in single[3]] == [
+        "127.0.0.1:15061",
+        "127.0.0.1:15062",
+    ]
+
+
+def test_the_generated_nginx_config_is_valid_and_includes_the_shared_one(tmp_path: Path) -> None:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    assert Path(nginx).is_file(), "nginx is missing: make system installs it"
+    opts = options(tmp_path)
+    text = render_nginx(opts)
+    assert f"include {NGINX_SHARED};" in text
+    assert "server 127.0.0.1:18001" in text
+    assert "server 127.0.0.1:18002" in text
+    prepare(opts)
+    conf = tmp_path / "nginx" / "nginx.conf"
+    checked = subprocess.run(
+        [nginx, "-t", "-p", str(conf.parent), "-c", str(conf), "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert (tmp_path / ".gitignore").read_text().splitlines()[-1] == "*"
