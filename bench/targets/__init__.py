@@ -7,6 +7,7 @@ from bench.targets.base import Endpoint, GrpcStreamSpec, Target, WsSpec
 from bench.targets.baselines import AiohttpEncodeOnceTarget, GrpcRawTarget, NaiveTarget
 from bench.targets.clearpath import (
     ClearpathBaselineTarget,
+    ClearpathClusterTarget,
     ClearpathCoreTarget,
     ClearpathRedisTarget,
     ClearpathTarget,
@@ -22,6 +23,7 @@ TARGETS: tuple[Target, ...] = (
     ClearpathTarget(batch=True),
     ClearpathCoreTarget(),
     ClearpathRedisTarget(),
+    ClearpathClusterTarget(),
     ClearpathBaselineTarget(),
 )
 

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from bench.loadgen.publisher import PublishSpec
@@ -24,6 +25,7 @@ from bench.targets.base import Endpoint, GrpcStreamSpec, Target, TargetUnavailab
 __all__ = [
     "BASELINE_ENV",
     "ClearpathBaselineTarget",
+    "ClearpathClusterTarget",
     "ClearpathCoreTarget",
     "ClearpathRedisTarget",
     "ClearpathTarget",
@@ -132,6 +134,47 @@ class ClearpathRedisTarget(ClearpathTarget):
     def command(self) -> list[str]:
         return [sys.executable, "-m", "bench.servers.clearpath_redis", "serve",
                 "--grpc-port", "0", "--http-port", "0"]  # fmt: skip
+
+
+_CLUSTER_CORE = re.compile(r"cluster: core1 pid \d+ on (\S+?):(\d+)\b")
+_CLUSTER_FRONT = re.compile(r"cluster listening on (?:https?://)?(\S+?):(\d+)\b")
+
+
+class ClearpathClusterTarget(Target):
+    """``clearpath cluster --no-simulate`` on free ports: Redis, two cores, two bridges
+    and nginx, all on the server's cpu; WebSocket subscribers connect through nginx,
+    the publisher to core1. What the scale-out topology costs on the same cpu budget."""
+
+    name = "clearpath-cluster"
+    description = "clearpath cluster: redis + 2 cores + 2 bridges behind nginx (W1)"
+    workloads = frozenset({"W1"})
+    ready_timeout_s = 60.0
+
+    def __init__(self) -> None:
+        self._core: tuple[str, int] | None = None
+        self._front: tuple[str, int] | None = None
+
+    def command(self) -> list[str]:
+        state = tempfile.mkdtemp(prefix="bench-cluster-")
+        ports = ["--front-port", "0", "--bridge-ports", "0,0", "--core-ports", "0,0"]
+        return [clearpath_executable(), "cluster", "--no-simulate", "--no-restart",
+                "--dir", state, "--redis-port", "0", *ports]  # fmt: skip
+
+    def reset(self) -> None:
+        self._core = self._front = None
+
+    def on_line(self, line: str) -> Endpoint | None:
+        if m := _CLUSTER_CORE.search(line):
+            self._core = (_loopback(m.group(1)), int(m.group(2)))
+        if m := _CLUSTER_FRONT.search(line):
+            self._front = (_loopback(m.group(1)), int(m.group(2)))
+        if self._core is None or self._front is None:
+            return None
+        (chost, cport), (fhost, fport) = self._core, self._front
+        publish = PublishSpec("grpc", chost, cport, f"{_SERVICE}/Publish")
+        return Endpoint(
+            0, ws=WsSpec(fhost, fport, "/ws/packages", wait_first=True), ws_publish=publish
+        )
 
 
 class ClearpathCoreTarget(Target):
