@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
+
+import grpc
 
 from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2 as spb
@@ -44,3 +47,13 @@ async def read_events(call: Any, count: int, within: float = TIMEOUT) -> list[pb
 async def publish(stub: sgrpc.RealtimeServiceAsyncStub, *events: pb.Event) -> spb.PublishResponse:
     """Publish events in one call."""
     return await asyncio.wait_for(stub.Publish(spb.PublishRequest(events=events)), TIMEOUT)
+
+
+@asynccontextmanager
+async def serving(server: grpc.aio.Server) -> AsyncIterator[grpc.aio.Server]:
+    """Start a test's own gRPC server (ports already added); stop it at once after."""
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(0)

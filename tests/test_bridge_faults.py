@@ -25,7 +25,7 @@ from core.topics import TOPICS
 from core.wire import varint
 from tests.conftest import StartBridge, StartCore
 from tests.events import package
-from tests.grpc_helpers import publish
+from tests.grpc_helpers import publish, serving
 from tests.test_bridge import get_json
 from tests.waiting import eventually
 from tests.ws_helpers import TIMEOUT, open_ws, recv, recv_events, subscribe
@@ -75,9 +75,8 @@ class NewerCore:
 @pytest.fixture
 async def newer_core() -> AsyncIterator[NewerCore]:
     core = NewerCore()
-    await core.server.start()
-    yield core
-    await core.server.stop(0)
+    async with serving(core.server):
+        yield core
 
 
 async def test_an_event_that_cannot_be_encoded_is_counted_and_skipped(

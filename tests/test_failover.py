@@ -27,7 +27,7 @@ from core.server import SERVICE_NAME, CoreNode
 from tests.clients_helpers import FAST, run_cli
 from tests.conftest import StartBridge, StartCore
 from tests.events import package
-from tests.grpc_helpers import publish
+from tests.grpc_helpers import publish, serving
 from tests.processes import clearpath_process
 from tests.test_bridge import get_json
 from tests.ws_helpers import open_ws, recv
@@ -326,9 +326,8 @@ class RefusingCore:
 @pytest.fixture
 async def refusing_core() -> AsyncIterator[RefusingCore]:
     core = RefusingCore()
-    await core.server.start()
-    yield core
-    await core.server.stop(0)
+    async with serving(core.server):
+        yield core
 
 
 async def test_a_publish_that_was_sent_is_never_sent_again(
