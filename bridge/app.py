@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from bridge.config import BridgeSettings
-from bridge.connection import Connection
+from bridge.connection import Connection, Refused
 from bridge.frames import Frame, control
 from bridge.messages import Ping, Subscribe, parse
 from bridge.messages import Position as MessagePosition
@@ -226,7 +226,11 @@ class Bridge:
     async def _forget(self, conn: Connection) -> None:
         session = conn.session
         self.hub.remove(session.sub)
-        tasks = [self._resumes.pop((conn.id, t)) for t in session.resuming_topics()]
+        tasks = [
+            task
+            for t in session.resuming_topics()
+            if (task := self._resumes.pop((conn.id, t), None)) is not None
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -290,6 +294,7 @@ class Bridge:
             return
         if live:
             self.hub.unsubscribe(session.sub, topic)
+        session.forget_topic(topic)  # a floor of an earlier resume must not hold this one back
         self._start_resume(conn, topic, Position(since.offset, since.epoch))
 
     def _unsubscribe(self, conn: Connection, topic: int) -> None:
@@ -398,6 +403,11 @@ class Bridge:
             except Unavailable as exc:
                 session.resume_ended(topic)
                 session.send(error_frame(exc))
+            except Refused:
+                # The socket is closing, or refused a replayed frame: never go on past it.
+                session.resume_ended(topic)
+                if session.state is State.OPEN:
+                    session.send(error_frame(RealtimeError("resume interrupted; subscribe again")))
             except Exception:  # a bug: tell the client, keep the bridge
                 session.resume_ended(topic)
                 log.exception("connection %s: resume of %s failed", conn.id, TOPIC_NAMES[topic])

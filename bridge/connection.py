@@ -25,13 +25,17 @@ from bridge.session import Session, State
 from bridge.writer import Flusher, Writer
 from core.errors import RealtimeError, SlowConsumer
 
-__all__ = ["Connection", "Spawn"]
+__all__ = ["Connection", "Refused", "Spawn"]
 
 log = logging.getLogger("clearpath.bridge")
 
 #: Starts a background task owned by the bridge (which keeps a reference and
 #: cancels what is left at shutdown).
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
+
+
+class Refused(Exception):
+    """A frame of a replay was not taken by the socket (see :meth:`Connection.send_many`)."""
 
 
 class Connection:
@@ -125,7 +129,9 @@ class Connection:
 
     async def send_many(self, frames: Sequence[Frame]) -> None:
         """Queue frames, waiting for room (half the byte bound) so a long replay
-        never overflows the queue; returns early if the socket closes."""
+        never overflows the queue. Raises :class:`Refused` when a frame is not
+        taken (the socket is closing, or a floor or overflow refused it): a replay
+        must never go on past a frame it did not deliver."""
         session = self.session
         room = (session.sub.max_bytes or 0) // 2
         for frame in frames:
@@ -135,7 +141,7 @@ class Connection:
                 self._space.clear()
                 await self._space.wait()
             if not session.send(frame):
-                return
+                raise Refused(f"frame {frame.epoch}:{frame.offset} was not taken")
 
     async def fail(self, error: RealtimeError) -> None:
         """Send ``error`` as an error frame, then close with its close code."""

@@ -272,6 +272,13 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             if last.epoch != head.epoch or last.offset >= head.offset:
                 return
             found = await self._broker.history(topic, last, _PAGE)
+            if not found.recovered:
+                # History moved past this subscriber while it read the pages before:
+                # end it visibly; its resume from ``last`` is answered not recovered.
+                raise SlowConsumer(
+                    "history was trimmed past this subscriber while it caught up; "
+                    "resubscribe with `since` set to the last position received"
+                )
 
 
 def _heartbeat(*, broker_up: bool) -> spb.SubscribeResponse:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -156,3 +156,46 @@ async def test_history_of_an_unknown_topic_is_invalid(stub: Stub) -> None:
         await history(stub, topic=99)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "topic" in (info.value.details() or "")
+
+
+async def test_history_trimmed_while_a_subscriber_catches_up_ends_it_visibly() -> None:
+    # A resume over more than one page, to a subscriber slow enough that retention
+    # moves past it between pages: the stream must end (RESOURCE_EXHAUSTED), never
+    # carry on past a silent gap after having said recovered: true.
+    from core.broker.memory import MemoryBroker
+    from core.config import CoreSettings
+    from core.errors import SlowConsumer
+    from core.hub import Hub, Subscription
+    from core.service import RealtimeService
+    from core.wire import Delivery
+
+    topic: int = pb.TOPIC_PACKAGE_UPDATES
+    broker = MemoryBroker(history_size=1500)
+    hub: Hub[Delivery] = Hub()
+    await broker.start(lambda event: hub.dispatch(Delivery(event)))
+    settings: dict[str, Any] = {"history_size": 1500, "queue_size": 5000}
+    service = RealtimeService(CoreSettings(**settings), broker, hub)
+
+    async def publish_n(count: int) -> None:
+        for start in range(0, count, 100):
+            await broker.publish([package(f"p{start + i}") for i in range(100)])
+
+    await publish_n(1500)
+    epoch = (await broker.history(topic, None)).position.epoch
+    ready = asyncio.Event()
+    sub: Subscription[Delivery] = Subscription([topic], 5000, ready.set)
+    hub.add(sub)
+    since = {topic: pb.StreamPosition(offset=0, epoch=epoch)}
+    stream = service._stream(sub, "s", [topic], since, ready, 500, None)
+    first = await asyncio.wait_for(anext(stream), TIMEOUT)
+    assert isinstance(first, spb.SubscribeResponse)
+    assert first.confirmed.topics[0].recovered
+    got: list[int] = []
+    while not got or got[-1] < 1000:  # the first page: offsets 1..1000
+        chunk = await asyncio.wait_for(anext(stream), TIMEOUT)
+        assert isinstance(chunk, bytes)
+        got.extend(e.position.offset for e in spb.SubscribeResponse.FromString(chunk).batch.events)
+    await publish_n(1200)  # retention (1,500) now starts at 1,201: 1,001..1,200 are gone
+    with pytest.raises(SlowConsumer, match="trimmed"):
+        await asyncio.wait_for(anext(stream), TIMEOUT)
+    assert got == list(range(1, 1001))
