@@ -81,6 +81,7 @@ class Bridge:
         self.slow_closed = 0
         self.unencodable = 0
         self.resumes: Counter[str] = Counter()
+        self.catch_ups = 0
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` in the background, owned by the bridge."""
@@ -110,6 +111,7 @@ class Bridge:
             "frames_unencodable": self.unencodable,
             "flush_failures": self.flusher.failures,
             "slow_consumers_closed": self.slow_closed,
+            "catch_ups": self.catch_ups,
             "resumes": {
                 key: self.resumes[key]
                 for key in ("recovered", "not_recovered", "frames_from_cache", "frames_from_core")
@@ -176,6 +178,7 @@ class Bridge:
             spawn=self.spawn,
             write_chunk=WRITE_CHUNK,
             close_timeout=settings.close_timeout,
+            on_overflow=self._catch_up,
         )
         session.on_ready = conn.ready
         self.connections[conn.id] = conn
@@ -372,12 +375,44 @@ class Bridge:
 
     # --- resume -------------------------------------------------------------------------
 
-    def _start_resume(self, conn: Connection, topic: int, since: Position) -> None:
+    def _catch_up(self, conn: Connection) -> None:
+        """A socket's queue overflowed: it is behind, not gone. Keep what is queued,
+        stop live delivery, and resume each live topic after the last frame queued
+        (or before the first refused) from the cache or the core's history, paced
+        by the socket's own progress. A socket that takes nothing is closed by
+        :meth:`watch_slow`; one that falls behind the history is told (recovered false)."""
+        session = conn.session
+        sub = session.sub
+        if session.state is not State.OPEN or not sub.overflowed:
+            return
+        refused = sub.refused or {}
+        since: dict[int, Position] = {}
+        for topic in list(sub.topics):
+            queued = sub.last_of(topic)
+            if queued is not None:
+                since[topic] = Position(queued.offset, queued.epoch)
+            elif (first := refused.get(topic)) is not None:
+                since[topic] = Position(first.offset - 1, first.epoch)
+            else:  # nothing queued, nothing refused: it has all the bridge saw
+                since[topic] = self.upstream.position(topic) or Position(0, "")
+            self.hub.detach(sub, topic)
+        sub.recover()
+        self.catch_ups += 1
+        log.info("connection %s fell %d bytes behind; catching up from history", conn.id, sub.bytes)
+        for topic, position in since.items():
+            self._start_resume(conn, topic, position, announce=False)
+
+    def _start_resume(
+        self, conn: Connection, topic: int, since: Position, *, announce: bool = True
+    ) -> None:
+        """Resume ``topic`` for ``conn`` after ``since``; ``announce``: send the
+        ``subscribed`` frame even when recovered (a catch-up tells only gaps)."""
         session = conn.session
         session.resume_started(topic)
 
         def tell(recovered: bool, position: Position, reason: str | None) -> None:
-            session.send(self._subscribed(conn, topic, recovered, position, reason))
+            if announce or not recovered:
+                session.send(self._subscribed(conn, topic, recovered, position, reason))
 
         def go_live(floor: Position | None) -> None:
             if floor is not None:

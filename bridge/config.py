@@ -32,7 +32,8 @@ class BridgeSettings(BaseSettings):
     send_queue_bytes: int = Field(
         32 * 1024 * 1024,
         ge=64 * 1024,
-        description="bytes of frames queued per socket; more closes it as too slow (1013)",
+        description="bytes of frames queued per socket; past it the socket catches up from "
+        "history instead of queueing",
     )
     slow_timeout: float = Field(
         10.0,

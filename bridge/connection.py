@@ -23,7 +23,7 @@ from aiohttp import WSMsgType, web
 from bridge.frames import Frame, control
 from bridge.session import Session, State
 from bridge.writer import Flusher, Writer
-from core.errors import RealtimeError, SlowConsumer
+from core.errors import RealtimeError
 
 __all__ = ["Connection", "Refused", "Spawn"]
 
@@ -44,6 +44,7 @@ class Connection:
     __slots__ = (
         "_close_timeout",
         "_flusher",
+        "_on_overflow",
         "_space",
         "_spawn",
         "_write_chunk",
@@ -63,6 +64,7 @@ class Connection:
         spawn: Spawn,
         write_chunk: int,
         close_timeout: float,
+        on_overflow: Callable[[Connection], None],
     ) -> None:
         self.ws = ws
         self.session = session
@@ -70,6 +72,7 @@ class Connection:
         self.seen = asyncio.get_running_loop().time()  # when the peer last sent anything
         self._flusher = flusher
         self._spawn = spawn
+        self._on_overflow = on_overflow
         self._write_chunk = write_chunk
         self._close_timeout = close_timeout
         self._space: asyncio.Event | None = None
@@ -80,18 +83,11 @@ class Connection:
         return self.session.id
 
     def ready(self) -> None:
-        """The session's ``on_ready``: frames are pending, or the queue overflowed."""
-        session = self.session
-        if session.sub.overflowed:
-            if session.state is State.OPEN:
-                self._spawn(
-                    self.fail(
-                        SlowConsumer(
-                            f"more than {session.sub.max_bytes} bytes waiting; "
-                            "reconnect and resume from your last position"
-                        )
-                    )
-                )
+        """The session's ``on_ready``: frames are pending, or the queue overflowed
+        (then ``on_overflow`` decides, after the dispatch in progress)."""
+        if self.session.sub.overflowed:
+            if self.session.state is State.OPEN:
+                asyncio.get_running_loop().call_soon(self._on_overflow, self)
             return
         self._flusher.mark(self)
 

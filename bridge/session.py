@@ -6,11 +6,11 @@ from arriving twice, the rate bucket, the counters — and one
 :class:`State`. The transport side (:mod:`bridge.writer`) asks it for the
 bytes to write with :meth:`Session.take`.
 
-Slow-consumer policy, judged by progress, not by the size of a burst: a socket
-is too slow when more than ``max_bytes`` of frames wait for it, or when its
-transport has taken nothing for ``slow_timeout`` seconds while it had frames
-or bytes waiting (see :func:`is_stalled`). A socket that keeps reading is never
-cut off by a burst the bridge itself caused (a catch-up after an outage).
+Slow-consumer policy, judged by progress, not by the size of a burst: past
+``max_bytes`` waiting, a socket's queue overflows and the bridge has it catch
+up from history instead (see ``Bridge._catch_up``); a socket whose transport
+has taken nothing for ``slow_timeout`` while bytes waited is closed (see
+:func:`is_stalled`). A socket that keeps reading is never cut off.
 """
 
 from __future__ import annotations

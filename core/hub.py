@@ -54,6 +54,7 @@ class Subscription(Generic[T]):
         "max_bytes",
         "on_ready",
         "overflowed",
+        "refused",
         "topics",
     )
 
@@ -84,6 +85,8 @@ class Subscription(Generic[T]):
         self.overflowed = False
         self.closed = False
         self._refusing = False  # overflowed or closed: one check per offer
+        #: After an overflow: the first item refused of each topic (None before).
+        self.refused: dict[int, T] | None = None
         self.on_ready = on_ready
 
     def __len__(self) -> int:
@@ -97,6 +100,9 @@ class Subscription(Generic[T]):
     def offer(self, item: T) -> bool:
         """Queue ``item`` if the filter accepts it; False if it was refused or overflowed."""
         if self._refusing:
+            refused = self.refused
+            if refused is not None and item.topic not in refused:
+                refused[item.topic] = item
             return False
         accepts = self._accepts
         if accepts is not None and not accepts(item):
@@ -104,22 +110,37 @@ class Subscription(Generic[T]):
         queue = self._queue
         capacity = self.capacity
         if capacity is not None and len(queue) >= capacity:
-            return self._overflow()
+            return self._overflow(item)
         size = self._size
         if size is not None:
             total = self.bytes + size(item)
             if total > self.max_bytes:  # type: ignore[operator]  # set with size
-                return self._overflow()
+                return self._overflow(item)
             self.bytes = total
         queue.append(item)
         if len(queue) == 1:
             self.on_ready()
         return True
 
-    def _overflow(self) -> bool:
+    def _overflow(self, item: T) -> bool:
         self.overflowed = self._refusing = True
+        self.refused = {item.topic: item}
         self.on_ready()
         return False
+
+    def recover(self) -> None:
+        """Take items again after an overflow: its owner caught up another way
+        (e.g. by replaying from history what ``refused`` and later items missed)."""
+        self.overflowed = False
+        self._refusing = self.closed
+        self.refused = None
+
+    def last_of(self, topic: int) -> T | None:
+        """The newest queued item of ``topic``, if any."""
+        for item in reversed(self._queue):
+            if item.topic == topic:
+                return item
+        return None
 
     def close(self) -> None:
         """Take no more items and report ready, so the transport ends the stream."""
@@ -193,6 +214,12 @@ class Hub(Generic[T]):
         sub.topics.discard(topic)
         self._unindex(sub, topic)
         return sub.discard(topic)
+
+    def detach(self, sub: Subscription[T], topic: int) -> None:
+        """Stop delivering ``topic`` to ``sub`` but keep its queued items (they are
+        still to be sent); :meth:`subscribe` attaches it again."""
+        sub.topics.discard(topic)
+        self._unindex(sub, topic)
 
     def _unindex(self, sub: Subscription[T], topic: int) -> None:
         subs = self._by_topic.get(topic)

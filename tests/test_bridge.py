@@ -354,7 +354,9 @@ async def open_stalled(bridge: BridgeNode, path: str) -> tuple[asyncio.StreamRea
 async def test_stalled_browser_does_not_delay_others_and_is_closed(
     start_bridge: StartBridge, core: CoreNode, stub: Stub
 ) -> None:
-    bridge = await start_bridge(core.address, send_queue_bytes=256 * 1024)
+    # Its queue overflows (it catches up from history instead), then it takes nothing
+    # for slow_timeout: closed.
+    bridge = await start_bridge(core.address, send_queue_bytes=256 * 1024, slow_timeout=1)
     _, stalled = await open_stalled(bridge, "/ws/packages")
     fast, _ = await open_ws(bridge, "/ws/packages")
     big = "x" * 4000
@@ -379,9 +381,9 @@ async def test_stalled_browser_does_not_delay_others_and_is_closed(
 async def test_slow_consumer_gets_error_and_1013(
     start_core: Any, start_bridge: StartBridge
 ) -> None:
-    # A client that reads, but only after its queue has overflowed.
+    # A client that reads, but only after it was found to take nothing for slow_timeout.
     core = await start_core()  # default queues: the bridge's own upstream keeps up
-    bridge = await start_bridge(core.address, send_queue_bytes=256 * 1024)
+    bridge = await start_bridge(core.address, send_queue_bytes=256 * 1024, slow_timeout=0.5)
     channel = grpc.aio.insecure_channel(core.address)
     stub = sgrpc.RealtimeServiceStub(channel)
     reader, writer = await open_stalled(bridge, "/ws/packages")

@@ -187,3 +187,33 @@ async def test_a_large_catch_up_is_written_in_bounded_chunks(bridge: BridgeNode,
     assert got == list(range(1, 201))
     assert arrays >= 3  # 200 frames of ~4.3 kB: more than three chunks
     await ws.close()
+
+
+async def test_a_catch_up_far_larger_than_the_queue_bound_reaches_a_reader(
+    start_core: StartCore, start_bridge: StartBridge
+) -> None:
+    # The bound is only what a socket may hold at once: a reader whose queue overflows
+    # catches up from the cache and the core's history at its own pace, with every
+    # event once and in order, and is never closed while it reads.
+    core, restart = await durable_core(start_core, history_size=10_000)
+    bridge = await start_bridge(
+        core.address,
+        reconnect_initial=1.0,
+        reconnect_max=1.0,
+        send_queue_bytes=64 * 1024,  # the smallest allowed: 12 MB below is 190 times it
+        cache_size=100,
+    )
+    readers = [(await open_ws(bridge, "/ws/packages"))[0] for _ in range(3)]
+    restarted = await restart()
+    async with grpc.aio.insecure_channel(restarted.address) as channel:
+        await publish_packages(sgrpc.RealtimeServiceStub(channel), 3000, size=4000)
+    results = await asyncio.gather(*(read_offsets(ws, 3000, within=60) for ws in readers))
+    for offsets in results:
+        assert offsets == list(range(1, 3001))
+    status = await get_json(bridge.url + "/ws/status")
+    assert status["catch_ups"] >= 1
+    assert status["slow_consumers_closed"] == 0
+    assert status["frames_dropped"] == 0
+    assert status["resumes"]["not_recovered"] == 0
+    for ws in readers:
+        await ws.close()

@@ -172,3 +172,38 @@ def test_subscribers_of_a_topic() -> None:
     hub.add(a)
     assert hub.subscribers(1) == [a]
     assert hub.subscribers(2) == []
+
+
+def test_after_an_overflow_the_first_refused_item_of_each_topic_is_kept() -> None:
+    sub, _ = sized(4)
+    assert sub.offer(Item(1, "aaaa"))
+    assert not sub.offer(Item(2, "b"))  # overflows
+    assert not sub.offer(Item(2, "c"))
+    assert not sub.offer(Item(1, "d"))
+    assert sub.refused == {2: Item(2, "b"), 1: Item(1, "d")}
+    assert sub.last_of(1) == Item(1, "aaaa")
+    assert sub.last_of(2) is None
+    sub.recover()
+    assert [sub.overflowed, sub.refused] == [False, None]
+    assert sub.drain() == [Item(1, "aaaa")]
+    assert sub.offer(Item(1, "e"))
+
+
+def test_detach_stops_delivery_but_keeps_what_is_queued() -> None:
+    hub: Hub[Item] = Hub()
+    sub, _ = make({1}, capacity=10)
+    hub.add(sub)
+    hub.dispatch(Item(1, "kept"))
+    hub.detach(sub, 1)
+    assert hub.dispatch(Item(1, "missed")) == 0
+    assert sub.topics == set()
+    assert sub.drain() == [Item(1, "kept")]
+    hub.subscribe(sub, 1)
+    assert hub.dispatch(Item(1, "again")) == 1
+
+
+def test_a_closed_subscription_stays_refusing_after_recover() -> None:
+    sub, _ = make({1})
+    sub.close()
+    sub.recover()
+    assert not sub.offer(Item(1, "x"))
