@@ -377,25 +377,21 @@ class Bridge:
 
     def _catch_up(self, conn: Connection) -> None:
         """A socket's queue overflowed: it is behind, not gone. Keep what is queued,
-        stop live delivery, and resume each live topic after the last frame queued
-        (or before the first refused) from the cache or the core's history, paced
+        stop live delivery of each topic that missed a frame, and resume it from just
+        before its first refused frame, from the cache or the core's history, paced
         by the socket's own progress. A socket that takes nothing is closed by
         :meth:`watch_slow`; one that falls behind the history is told (recovered false)."""
         session = conn.session
         sub = session.sub
         if session.state is not State.OPEN or not sub.overflowed:
             return
-        refused = sub.refused or {}
+        # A topic missed something only from its first refused frame on: every frame
+        # of it before that was queued or written. Topics with none refused stay live.
         since: dict[int, Position] = {}
-        for topic in list(sub.topics):
-            queued = sub.last_of(topic)
-            if queued is not None:
-                since[topic] = Position(queued.offset, queued.epoch)
-            elif (first := refused.get(topic)) is not None:
+        for topic, first in (sub.refused or {}).items():
+            if topic in sub.topics:
                 since[topic] = Position(first.offset - 1, first.epoch)
-            else:  # nothing queued, nothing refused: it has all the bridge saw
-                since[topic] = self.upstream.position(topic) or Position(0, "")
-            self.hub.detach(sub, topic)
+                self.hub.detach(sub, topic)
         sub.recover()
         self.catch_ups += 1
         log.info("connection %s fell %d bytes behind; catching up from history", conn.id, sub.bytes)

@@ -102,7 +102,9 @@ class Subscription(Generic[T]):
         if self._refusing:
             refused = self.refused
             if refused is not None and item.topic not in refused:
-                refused[item.topic] = item
+                accepts = self._accepts
+                if accepts is None or accepts(item):  # what the filter refuses is not missed
+                    refused[item.topic] = item
             return False
         accepts = self._accepts
         if accepts is not None and not accepts(item):

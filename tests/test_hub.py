@@ -207,3 +207,13 @@ def test_a_closed_subscription_stays_refusing_after_recover() -> None:
     sub.close()
     sub.recover()
     assert not sub.offer(Item(1, "x"))
+
+
+def test_what_the_filter_refuses_after_an_overflow_is_not_counted_as_missed() -> None:
+    # A floor refuses replayed duplicates: one arriving after an overflow is not missed.
+    sub, _ = make({1, 2}, capacity=1, accepts=lambda item: item.text != "dup")
+    assert sub.offer(Item(2, "a"))
+    assert not sub.offer(Item(2, "b"))  # overflows on topic 2
+    assert not sub.offer(Item(1, "dup"))  # the filter refuses it: not missed
+    assert not sub.offer(Item(1, "c"))  # missed
+    assert sub.refused == {2: Item(2, "b"), 1: Item(1, "c")}
