@@ -217,3 +217,48 @@ async def test_a_catch_up_far_larger_than_the_queue_bound_reaches_a_reader(
     assert status["resumes"]["not_recovered"] == 0
     for ws in readers:
         await ws.close()
+
+
+async def test_readers_that_pause_under_live_traffic_catch_up_and_lose_nothing(
+    start_core: StartCore, start_bridge: StartBridge
+) -> None:
+    # Live traffic, not a backlog: readers stop reading for a moment mid-stream, their
+    # 64 KiB queues overflow again and again, and each time they catch up from history
+    # and go live again: every event once, in order, nobody closed.
+    core = await start_core(history_size=10_000, queue_size=10_000, max_batch=1000)
+    bridge = await start_bridge(core.address, send_queue_bytes=64 * 1024, cache_size=200)
+    readers = [(await open_ws(bridge, "/ws/packages"))[0] for _ in range(4)]
+
+    async def read_pausing(ws: ClientConnection, pause_every: int) -> list[int]:
+        offsets: list[int] = []
+
+        async def read() -> None:
+            while not offsets or offsets[-1] < 3000:
+                frame = await recv(ws, 30)
+                if "position" in frame:
+                    offsets.append(frame["position"]["offset"])
+                    if len(offsets) % pause_every == 0:
+                        # Not reading for a while: the point of the test, not a wait.
+                        await asyncio.sleep(0.2)
+
+        await asyncio.wait_for(read(), 60)
+        return offsets
+
+    tasks = [
+        asyncio.create_task(read_pausing(ws, n))
+        for ws, n in zip(readers, (300, 500, 700, 1100), strict=True)
+    ]
+    async with grpc.aio.insecure_channel(core.address) as channel:
+        stub = sgrpc.RealtimeServiceStub(channel)
+        for start in range(0, 3000, 100):
+            await publish(
+                stub, *(package(f"p{start + i}", location="z" * 2000) for i in range(100))
+            )
+    for offsets in await asyncio.gather(*tasks):
+        assert offsets == list(range(1, 3001))
+    status = await get_json(bridge.url + "/ws/status")
+    assert status["catch_ups"] >= 1
+    assert status["slow_consumers_closed"] == 0
+    assert status["resumes"]["not_recovered"] == 0
+    for ws in readers:
+        await ws.close()
