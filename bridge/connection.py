@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from bridge.frames import Frame, control
-from bridge.session import Session, State
+from bridge.session import Session, State, is_stalled
 from bridge.writer import Flusher, Writer
 from core.errors import RealtimeError
 
@@ -120,8 +120,7 @@ class Connection:
 
     def stalled(self, now: float, slow_timeout: float) -> bool:
         """Whether the transport has taken nothing for more than ``slow_timeout``."""
-        since = self.writer.stalled_since
-        return since is not None and now - since > slow_timeout
+        return is_stalled(self.writer.stalled_since, now, slow_timeout)
 
     async def send_many(self, frames: Sequence[Frame]) -> None:
         """Queue frames, waiting for room (half the byte bound) so a long replay
