@@ -243,8 +243,6 @@ class Bridge:
         del self.connections[conn.id]
         self.closed_sent += session.frames_sent
         self.closed_dropped += session.frames_dropped
-        if session.sub.overflowed or session.close_reason.startswith("slow consumer"):
-            self.slow_closed += 1
         # The code this bridge sent when it closed first, else the peer's.
         code = session.close_code if session.close_code is not None else conn.ws.close_code
         log.info(
@@ -355,7 +353,8 @@ class Bridge:
 
     async def watch_slow(self) -> None:
         """Close sockets whose transport took nothing for ``slow_timeout`` while bytes
-        waited for them (the progress half of the slow-consumer policy)."""
+        waited for them: the slow-consumer rule (a socket that overflows but reads
+        catches up instead, see :meth:`_catch_up`)."""
         timeout = self.settings.slow_timeout
         loop = asyncio.get_running_loop()
         while True:
@@ -364,6 +363,7 @@ class Bridge:
             for conn in list(self.connections.values()):
                 if conn.session.state is State.OPEN and conn.stalled(now, timeout):
                     log.info("connection %s: took nothing for %gs; closing", conn.id, timeout)
+                    self.slow_closed += 1
                     self.spawn(
                         conn.fail(
                             SlowConsumer(

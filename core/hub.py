@@ -4,11 +4,12 @@ The hub hands each published item to every local subscription of its topic
 whose filter accepts it. A subscription is a bounded FIFO — bounded by a number
 of items, by their bytes, or both; the transport that owns it drains it when
 told it is ready. Overflow policy: when an item arrives that would pass a bound
-the subscription is marked *overflowed*, stops taking items, and is reported
-ready so its transport can end the stream (gRPC RESOURCE_EXHAUSTED, WebSocket
-close 1013); the client resumes from the last position it received. Nothing is
-dropped silently and a queue never grows past its bounds. Publishers never
-wait on subscribers.
+the subscription is marked *overflowed*, stops taking items (noting the first
+one refused of each topic), and is reported ready so its owner acts on it: the
+core ends the stream (RESOURCE_EXHAUSTED; the client resumes from its last
+position), the bridge replays what the socket missed from history and
+:meth:`Subscription.recover` s it. Nothing is dropped silently and a queue never
+grows past its bounds. Publishers never wait on subscribers.
 
 Both the core (items are protobuf events) and the bridge (items are encoded
 frames) use this hub. Only the hub and the subscription change a queue or a
@@ -137,13 +138,6 @@ class Subscription(Generic[T]):
         self._refusing = self.closed
         self.refused = None
 
-    def last_of(self, topic: int) -> T | None:
-        """The newest queued item of ``topic``, if any."""
-        for item in reversed(self._queue):
-            if item.topic == topic:
-                return item
-        return None
-
     def close(self) -> None:
         """Take no more items and report ready, so the transport ends the stream."""
         self.closed = self._refusing = True
@@ -245,10 +239,6 @@ class Hub(Generic[T]):
     def count(self, topic: int) -> int:
         """How many subscriptions the topic has here."""
         return len(self._by_topic.get(topic, ()))
-
-    def subscribers(self, topic: int) -> list[Subscription[T]]:
-        """The subscriptions of ``topic`` (a copy)."""
-        return list(self._by_topic.get(topic, ()))
 
     def subscriptions(self) -> set[Subscription[T]]:
         """Every subscription, once."""

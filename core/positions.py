@@ -143,10 +143,6 @@ class Cursors:
         """Every (topic, last position)."""
         return self._last.items()
 
-    def set(self, topic: int, position: HasPosition) -> None:
-        """Move ``topic``'s cursor to ``position`` (a gap notice, a reset)."""
-        self._last[topic] = Position.of(position)
-
     def confirm(self, topic: int, latest: HasPosition, recovered: bool) -> Gap | None:
         """Take in a confirmation of ``topic`` at ``latest``.
 

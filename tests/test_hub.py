@@ -166,14 +166,6 @@ def test_bounds_are_checked() -> None:
         Subscription[Item]({1}, None, lambda: None, max_bytes=10)
 
 
-def test_subscribers_of_a_topic() -> None:
-    hub: Hub[Item] = Hub()
-    a, _ = make({1})
-    hub.add(a)
-    assert hub.subscribers(1) == [a]
-    assert hub.subscribers(2) == []
-
-
 def test_after_an_overflow_the_first_refused_item_of_each_topic_is_kept() -> None:
     sub, _ = sized(4)
     assert sub.offer(Item(1, "aaaa"))
@@ -181,8 +173,6 @@ def test_after_an_overflow_the_first_refused_item_of_each_topic_is_kept() -> Non
     assert not sub.offer(Item(2, "c"))
     assert not sub.offer(Item(1, "d"))
     assert sub.refused == {2: Item(2, "b"), 1: Item(1, "d")}
-    assert sub.last_of(1) == Item(1, "aaaa")
-    assert sub.last_of(2) is None
     sub.recover()
     assert [sub.overflowed, sub.refused] == [False, None]
     assert sub.drain() == [Item(1, "aaaa")]
