@@ -79,6 +79,7 @@ class Bridge:
         self.closed_sent = 0
         self.closed_dropped = 0
         self.slow_closed = 0
+        self._slow: set[str] = set()  # ids of sockets being closed as slow consumers
         self.unencodable = 0
         self.resumes: Counter[str] = Counter()
         self.catch_ups = 0
@@ -241,6 +242,9 @@ class Bridge:
             await conn.close(1011, "internal error")
         session.closed()
         del self.connections[conn.id]
+        if conn.id in self._slow:
+            self._slow.discard(conn.id)
+            self.slow_closed += 1
         self.closed_sent += session.frames_sent
         self.closed_dropped += session.frames_dropped
         # The code this bridge sent when it closed first, else the peer's.
@@ -363,7 +367,7 @@ class Bridge:
             for conn in list(self.connections.values()):
                 if conn.session.state is State.OPEN and conn.stalled(now, timeout):
                     log.info("connection %s: took nothing for %gs; closing", conn.id, timeout)
-                    self.slow_closed += 1
+                    self._slow.add(conn.id)  # counted once it is gone (see _forget)
                     self.spawn(
                         conn.fail(
                             SlowConsumer(

@@ -141,24 +141,26 @@ async def test_a_socket_stalled_in_a_resume_is_closed_and_holds_no_core_stream(
         # core's history) and never read.
         path = f"/ws/packages?since=package_updates:{epoch}:0"
         stalled = [(await open_stalled(bridge, path))[1] for _ in range(20)]
+        try:
 
-        async def all_closed() -> dict[str, Any] | None:
-            status: dict[str, Any] = await get_json(bridge.url + "/ws/status")
-            return status if status["slow_consumers_closed"] == 20 else None
+            async def all_closed() -> dict[str, Any] | None:
+                status: dict[str, Any] = await get_json(bridge.url + "/ws/status")
+                return status if status["slow_consumers_closed"] == 20 else None
 
-        status = await eventually(all_closed, within=20)
-        assert status["connections"]["total"] == 0
-        # Only the bridge's own stream: a resume reads pages, it holds no stream.
-        assert core.service.streams == 1
-        # Meanwhile and after, a reading socket resumes the whole history.
-        reader = await connect(ws_url(bridge, path))
-        assert (await recv(reader))["type"] == "welcome"
-        subscribed = await recv(reader)
-        assert subscribed["data"]["recovered"] is True
-        assert await read_offsets(reader, 2001) == list(range(1, 2002))
-        await reader.close()
-        for writer in stalled:
-            writer.close()
+            status = await eventually(all_closed, within=20)
+            assert status["connections"]["total"] == 0
+            # Only the bridge's own stream: a resume reads pages, it holds no stream.
+            assert core.service.streams == 1
+            # Meanwhile and after, a reading socket resumes the whole history.
+            reader = await connect(ws_url(bridge, path))
+            assert (await recv(reader))["type"] == "welcome"
+            subscribed = await recv(reader)
+            assert subscribed["data"]["recovered"] is True
+            assert await read_offsets(reader, 2001) == list(range(1, 2002))
+            await reader.close()
+        finally:
+            for writer in stalled:
+                writer.close()
     final = await get_json(bridge.url + "/ws/status")
     assert final["resumes"]["frames_from_core"] >= 2001
 
