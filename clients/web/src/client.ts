@@ -21,6 +21,14 @@
  *   served, or the bridge's unsolicited notice that the topic's history was
  *   lost) moves the cursor to where the stream continues and is reported to
  *   gap listeners (`onGap`), besides being delivered as a frame.
+ * - With a `token`, the first message on every socket is `auth`; subscribe
+ *   messages wait for the bridge's `welcome` (which may come before or after
+ *   the `auth` is processed). With a token function, the token is refreshed in
+ *   place (`refresh` -> `refreshed`) ahead of its expiry, and every connection
+ *   asks the function for a fresh one. Close 4001 (unauthorized) ends in
+ *   `failed` with a static token or none; 4003 (expired) likewise with a
+ *   static token (it cannot get better); otherwise 4001/4003/4008 reconnect
+ *   with backoff. Tokens are never put in URLs, errors or logs.
  * - Nothing the server sends throws into the app: error frames, and client-made
  *   `client_*` error frames for unreadable input, go to frame listeners like
  *   any other frame. A listener that throws is reported to `onListenerError`.
@@ -28,6 +36,15 @@
  * Time, randomness and the WebSocket are injectable for tests.
  */
 
+import {
+  CLOSE_AUTH_TIMEOUT,
+  CLOSE_TOKEN_EXPIRED,
+  CLOSE_UNAUTHORIZED,
+  authCloseLabel,
+  jwtExpiry,
+  refreshDelayMs,
+  type TokenSource,
+} from './auth';
 import { backoffDelay, resolveBackoff, type BackoffOptions, type ResolvedBackoff } from './backoff';
 import { withSince } from './endpoint';
 import {
@@ -64,6 +81,10 @@ export interface ConnectionStatus {
   lastError: string | null;
   /** The close code of the last connection, when it was closed. */
   lastCloseCode: number | null;
+  /** Who the connection's token names, from the bridge's `welcome`; null without one. */
+  subject: string | null;
+  /** When the connection's token expires (unix seconds), from `welcome`/`refreshed`; null: unknown or never. */
+  expiresAt: number | null;
 }
 
 /** The part of the browser `WebSocket` this client uses. */
@@ -90,6 +111,12 @@ export interface RealtimeClientOptions {
   url: string;
   /** Topics to subscribe to once connected. */
   topics?: readonly Topic[];
+  /**
+   * Bearer token (a JWT) sent in an `auth` message, the first on each socket.
+   * A function is called before every connection and every refresh; only
+   * then is the token refreshed ahead of its expiry. Never logged.
+   */
+  token?: TokenSource;
   /** Last positions seen, per topic (e.g. kept across a page reload): resumed from. */
   positions?: Partial<Record<Topic, StreamPosition>>;
   /** Reconnection attempts after a lost connection before `failed`. Default 5. */
@@ -115,6 +142,8 @@ export interface RealtimeClientOptions {
   timers?: Timers;
   /** Returns a number in [0, 1); default `Math.random`. */
   random?: () => number;
+  /** Milliseconds since the epoch, for token expiry; default `Date.now`. */
+  now?: () => number;
   /** Called when a listener throws. Default: `console.error`. */
   onListenerError?: (error: unknown) => void;
 }
@@ -137,6 +166,8 @@ const NORMAL_CLOSURE = 1000;
 /** Close code this client uses when it gives up on a socket (no pong, no open). */
 export const CLIENT_GAVE_UP = 4000;
 const DEFAULT_PING_MS = 25_000;
+/** The longest delay `setTimeout` takes (about 24.8 days); longer waits are made of several. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const defaultTimers: Timers = {
   // Looked up at call time, so fake timers installed after import still apply.
@@ -180,6 +211,8 @@ export class RealtimeClient {
   private readonly factory: WebSocketFactory;
   private readonly timers: Timers;
   private readonly random: () => number;
+  private readonly now: () => number;
+  private readonly tokenSource: TokenSource | undefined;
   private readonly onListenerError: (error: unknown) => void;
 
   private _state: ConnectionState = 'idle';
@@ -190,11 +223,20 @@ export class RealtimeClient {
   private lastError: string | null = null;
   private lastCloseCode: number | null = null;
   private heardOnSocket = false;
+  /** Subscribe messages may go out on the socket: it is open and, with a token, the `welcome` came. */
+  private ready = false;
+  /** The token last sent on the current socket (`auth` or `refresh`). */
+  private token: string | null = null;
+  private subject: string | null = null;
+  private expiresAt: number | null = null;
+  /** Bumped whenever a connection starts or ends: a token arriving for an older one is dropped. */
+  private generation = 0;
 
   private reconnectTimer: unknown = null;
   private connectTimer: unknown = null;
   private pingTimer: unknown = null;
   private pongTimer: unknown = null;
+  private refreshTimer: unknown = null;
 
   /** Every topic's state, in the protocol's order. */
   private readonly topics: readonly TopicState[];
@@ -226,6 +268,8 @@ export class RealtimeClient {
     this.factory = options.webSocketFactory ?? defaultFactory;
     this.timers = options.timers ?? defaultTimers;
     this.random = options.random ?? Math.random;
+    this.now = options.now ?? (() => Date.now());
+    this.tokenSource = options.token;
     this.onListenerError = options.onListenerError ?? ((error) => console.error('RealtimeClient listener threw', error));
     this.topics = TOPICS.map((t) => new TopicState(t, options.positions?.[t] ?? null));
     for (const topic of options.topics ?? []) this.topic(topic).wanted = true;
@@ -250,6 +294,8 @@ export class RealtimeClient {
       connectionId: this.connectionId,
       lastError: this.lastError,
       lastCloseCode: this.lastCloseCode,
+      subject: this.subject,
+      expiresAt: this.expiresAt,
     };
   }
 
@@ -292,7 +338,7 @@ export class RealtimeClient {
   /** Closes the connection for good (code 1000); `connect()` may start it again. */
   close(reason = 'client closed'): void {
     if (this._state === 'closed') return;
-    this.clearConnectionTimers();
+    this.endConnection();
     this.clearTimer('reconnectTimer');
     const socket = this.detachSocket();
     if (socket) safeClose(socket, NORMAL_CLOSURE, reason);
@@ -307,7 +353,7 @@ export class RealtimeClient {
     s.optedOut = false;
     if (s.wanted) return;
     s.wanted = true;
-    if (this.socketOpen()) this.sendSubscribe(s);
+    if (this.socketReady()) this.sendSubscribe(s);
     this.emitStatus();
   }
 
@@ -318,7 +364,7 @@ export class RealtimeClient {
     if (!s.wanted) return;
     s.wanted = false;
     s.cursor.reset();
-    if (this.socketOpen()) this.send({ type: 'unsubscribe', data: { subscription_type: topic } });
+    if (this.socketReady()) this.send({ type: 'unsubscribe', data: { subscription_type: topic } });
     this.emitStatus();
   }
 
@@ -379,7 +425,56 @@ export class RealtimeClient {
     this.setConfirmed([]);
     this.heardOnSocket = false;
     this.connectionId = null;
+    this.ready = false;
+    this.token = null;
+    this.subject = null;
+    this.expiresAt = null;
+    const generation = ++this.generation;
     this.setState(state);
+    if (generation !== this.generation) return; // a status listener closed the client
+    // Covers getting a token too: a token function that never answers counts as a failed attempt.
+    this.connectTimer = this.timers.setTimeout(() => {
+      this.connectTimer = null;
+      this.giveUpOnSocket(`no connection within ${this.connectTimeoutMs} ms`);
+    }, this.connectTimeoutMs);
+    const source = this.tokenSource;
+    if (typeof source !== 'function') {
+      this.createSocket(source ? source : null);
+      return;
+    }
+    let result: string | Promise<string>;
+    try {
+      result = source();
+    } catch (error) {
+      this.tokenUnavailable(error);
+      return;
+    }
+    if (typeof result === 'string') {
+      this.withToken(result, (token) => this.createSocket(token));
+      return;
+    }
+    Promise.resolve(result).then(
+      (token) => {
+        if (generation === this.generation) this.withToken(token, (t) => this.createSocket(t));
+      },
+      (error: unknown) => {
+        if (generation === this.generation) this.tokenUnavailable(error);
+      },
+    );
+  }
+
+  /** Calls `use` with `token` when it is a non-empty string; else the attempt failed. */
+  private withToken(token: unknown, use: (token: string) => void): void {
+    if (typeof token === 'string' && token !== '') use(token);
+    else this.tokenUnavailable(new TypeError('the token function gave no token'));
+  }
+
+  private tokenUnavailable(error: unknown): void {
+    this.lastCloseCode = null;
+    this.connectionLost(`no token: ${describe(error)}`);
+  }
+
+  private createSocket(token: string | null): void {
     const resumes: [Topic, StreamPosition][] = [];
     for (const s of this.topics) {
       const position = s.wanted ? s.cursor.position : null;
@@ -394,6 +489,7 @@ export class RealtimeClient {
       return;
     }
     this.socket = socket;
+    this.token = token;
     socket.onopen = () => {
       if (this.socket === socket) this.handleOpen();
     };
@@ -408,35 +504,47 @@ export class RealtimeClient {
       this.socket = null;
       this.handleClose(event.code, event.reason);
     };
-    this.connectTimer = this.timers.setTimeout(() => {
-      this.connectTimer = null;
-      this.giveUpOnSocket(`no connection within ${this.connectTimeoutMs} ms`);
-    }, this.connectTimeoutMs);
   }
 
   private handleOpen(): void {
     this.clearTimer('connectTimer');
     if (this.attempt > 0) this.stats.reconnects += 1;
+    // Before anything else can be sent (a status listener might send): `auth` is the first message.
+    if (this.token !== null) this.send({ type: 'auth', data: { token: this.token } });
+    else this.ready = true;
     this.setState('connected');
-    for (const s of this.topics) {
-      // Resumed by the URL: the bridge answers with `subscribed`, then replays.
-      if (s.resumedAtConnect && !s.wanted) this.send({ type: 'unsubscribe', data: { subscription_type: s.topic } });
-      else if (!s.resumedAtConnect && s.wanted) this.sendSubscribe(s);
-    }
+    // With a token, subscriptions wait for the bridge's `welcome`.
+    if (this.ready) this.sendSubscriptions(false);
     this.schedulePing();
   }
 
   private handleClose(code: number, reason: string): void {
     this.lastCloseCode = code;
-    const why = `closed by server (${code}${reason ? `: ${reason}` : ''})`;
-    if (this.terminalCodes.has(code)) {
-      this.clearConnectionTimers();
+    const label = authCloseLabel(code);
+    const why = `closed by server (${code}${label ? ` ${label}` : ''}${reason ? `: ${reason}` : ''})`;
+    if (this.terminalCodes.has(code) || this.pointlessToRetry(code)) {
+      this.endConnection();
       this.setConfirmed([]);
       this.lastError = why;
       this.setState('failed');
       return;
     }
     this.connectionLost(why);
+  }
+
+  /**
+   * Whether reconnecting after close `code` would only fail the same way:
+   * the same static token (or none) rejected (4001) or expired (4003), or no
+   * token to send when the bridge waits for one (4008). A token function may
+   * give a better token: then the client reconnects.
+   */
+  private pointlessToRetry(code: number): boolean {
+    const source = this.tokenSource;
+    if (typeof source === 'function') return false;
+    if (code === CLOSE_UNAUTHORIZED) return true;
+    if (code === CLOSE_TOKEN_EXPIRED) return Boolean(source);
+    if (code === CLOSE_AUTH_TIMEOUT) return !source;
+    return false;
   }
 
   /** Closes a socket that stopped answering and handles it as lost. */
@@ -448,7 +556,7 @@ export class RealtimeClient {
   }
 
   private connectionLost(why: string): void {
-    this.clearConnectionTimers();
+    this.endConnection();
     this.socket = null;
     this.setConfirmed([]);
     this.lastError = why;
@@ -484,6 +592,79 @@ export class RealtimeClient {
 
   private socketOpen(): boolean {
     return this._state === 'connected' && this.socket !== null && this.socket.readyState === OPEN;
+  }
+
+  /** Open, and (with a token) welcomed: subscribe messages may go out. */
+  private socketReady(): boolean {
+    return this.ready && this.socketOpen();
+  }
+
+  // -------------------------------------------------------------------------
+  // Token refresh
+  // -------------------------------------------------------------------------
+
+  /**
+   * Sets the refresh timer from the token's expiry: `expires_at` of the last
+   * `welcome`/`refreshed`, else the `exp` of the JWT last sent. Only with a
+   * token function; a static token is left to expire (the bridge closes with 4003).
+   */
+  private scheduleRefresh(): void {
+    this.clearTimer('refreshTimer');
+    if (typeof this.tokenSource !== 'function' || this.token === null) return;
+    const expiresAt = this.expiresAt ?? jwtExpiry(this.token);
+    if (expiresAt === null) return;
+    const delay = refreshDelayMs(expiresAt, this.now());
+    if (delay === null) return;
+    this.setRefreshTimer(delay, () => this.refresh());
+  }
+
+  private setRefreshTimer(delay: number, run: () => void): void {
+    this.clearTimer('refreshTimer');
+    const long = delay > MAX_TIMER_MS;
+    this.refreshTimer = this.timers.setTimeout(
+      () => {
+        this.refreshTimer = null;
+        if (long) this.scheduleRefresh();
+        else run();
+      },
+      long ? MAX_TIMER_MS : Math.max(0, delay),
+    );
+  }
+
+  /** Asks the token function for a new token and sends it in a `refresh` message. */
+  private refresh(): void {
+    const source = this.tokenSource;
+    const socket = this.socket;
+    if (typeof source !== 'function' || !socket || !this.socketOpen()) return;
+    const generation = this.generation;
+    const current = () => generation === this.generation && this.socket === socket && this.socketOpen();
+    const deliver = (token: unknown): void => {
+      if (!current()) return;
+      if (typeof token !== 'string' || token === '') {
+        failed(new TypeError('the token function gave no token'));
+        return;
+      }
+      this.token = token;
+      this.send({ type: 'refresh', data: { token } });
+    };
+    const failed = (error: unknown): void => {
+      if (!current()) return;
+      this.lastError = `token refresh failed: ${describe(error)}`;
+      this.emitStatus();
+      // Try again halfway to the expiry while there is time; else the bridge closes with 4003 and we reconnect.
+      const expiresAt = this.expiresAt ?? jwtExpiry(this.token);
+      const remaining = expiresAt === null ? 0 : expiresAt * 1000 - this.now();
+      if (remaining > 2_000) this.setRefreshTimer(remaining / 2, () => this.refresh());
+    };
+    let result: string | Promise<string>;
+    try {
+      result = source();
+    } catch (error) {
+      failed(error);
+      return;
+    }
+    if (typeof result === 'string') deliver(result);
+    else Promise.resolve(result).then(deliver, failed);
   }
 
   // -------------------------------------------------------------------------
@@ -533,6 +714,8 @@ export class RealtimeClient {
     switch (frame.type) {
       case 'welcome': {
         this.connectionId = frame.data.connection_id;
+        this.subject = typeof frame.data.subject === 'string' ? frame.data.subject : null;
+        this.expiresAt = expiryOf(frame.data.expires_at);
         const interval = Number(frame.data.ping_interval);
         if (this.fixedPingMs === undefined && interval > 0) {
           this.pingMs = interval * 1000;
@@ -546,9 +729,21 @@ export class RealtimeClient {
           if (s.optedOut) this.send({ type: 'unsubscribe', data: { subscription_type: s.topic } });
           else s.wanted = true;
         }
+        if (!this.ready) {
+          // Authenticated (or auth is off): now the subscriptions may go out.
+          this.ready = true;
+          this.sendSubscriptions(true);
+        }
+        this.scheduleRefresh();
         this.emitStatus();
         break;
       }
+      case 'refreshed':
+        // The answer to a `refresh`, or (auth off on the bridge) to the `auth` after the welcome.
+        this.expiresAt = expiryOf(frame.data.expires_at);
+        this.scheduleRefresh();
+        this.emitStatus();
+        break;
       case 'subscribed': {
         const topic = frame.data.subscription_type;
         this.setConfirmed(frame.data.subscriptions ?? []);
@@ -613,6 +808,20 @@ export class RealtimeClient {
     this.send({ type: 'subscribe', data });
   }
 
+  /**
+   * Subscribes the wanted topics the socket's URL did not resume, and
+   * unsubscribes those it resumed but that were dropped since. After a
+   * `welcome`, the topics the endpoint subscribed on its own are left to it.
+   */
+  private sendSubscriptions(afterWelcome: boolean): void {
+    for (const s of this.topics) {
+      if (afterWelcome && s.byEndpoint) continue;
+      // Resumed by the URL: the bridge answers with `subscribed`, then replays.
+      if (s.resumedAtConnect && !s.wanted) this.send({ type: 'unsubscribe', data: { subscription_type: s.topic } });
+      else if (!s.resumedAtConnect && s.wanted) this.sendSubscribe(s);
+    }
+  }
+
   private setConfirmed(subscriptions: readonly unknown[]): void {
     for (const s of this.topics) s.confirmed = subscriptions.includes(s.topic);
   }
@@ -650,7 +859,7 @@ export class RealtimeClient {
     for (const listener of [...this.statusListeners]) this.call(listener, status);
   }
 
-  private clearTimer(name: 'reconnectTimer' | 'connectTimer' | 'pingTimer' | 'pongTimer'): void {
+  private clearTimer(name: 'reconnectTimer' | 'connectTimer' | 'pingTimer' | 'pongTimer' | 'refreshTimer'): void {
     const handle = this[name];
     if (handle !== null) {
       this.timers.clearTimeout(handle);
@@ -658,10 +867,14 @@ export class RealtimeClient {
     }
   }
 
-  private clearConnectionTimers(): void {
+  /** Stops the current connection's timers and drops any token still being fetched for it. */
+  private endConnection(): void {
+    this.generation += 1;
+    this.ready = false;
     this.clearTimer('connectTimer');
     this.clearTimer('pingTimer');
     this.clearTimer('pongTimer');
+    this.clearTimer('refreshTimer');
   }
 }
 
@@ -671,6 +884,11 @@ function safeClose(socket: WebSocketLike, code: number, reason: string): void {
   } catch {
     // Closing an already failed socket may throw in some runtimes; it is gone either way.
   }
+}
+
+/** An `expires_at` field: unix seconds, or null when absent or not a number. */
+function expiryOf(value: unknown): number | null {
+  return typeof value === 'number' && Number.isFinite(value) ? value : null;
 }
 
 function describe(error: unknown): string {

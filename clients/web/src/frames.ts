@@ -347,6 +347,20 @@ export interface WelcomeData {
   subscription_types: Topic[];
   /** Seconds between client pings. */
   ping_interval: number;
+  /** Who the connection's token names (the JWT `sub`); absent from bridges without authentication. */
+  subject?: string;
+  /** When the connection's token expires, in unix seconds; null: it does not (or auth is off). */
+  expires_at?: number | null;
+}
+
+/**
+ * The answer to a `refresh` message (the token was replaced in place, the
+ * subscriptions go on), and, from a bridge with authentication off, the
+ * answer to the `auth` message.
+ */
+export interface RefreshedData {
+  /** When the new token expires, in unix seconds; null: it does not (or auth is off). */
+  expires_at: number | null;
 }
 
 /**
@@ -388,6 +402,7 @@ export type ErrorCode =
   | 'unknown_subscription_type'
   | 'rate_limited'
   | 'unauthorized'
+  // `forbidden`: the token does not allow the subscription type asked for; nothing changed.
   | 'forbidden'
   | 'slow_consumer'
   | 'client_invalid_json'
@@ -404,7 +419,8 @@ export type SubscribedFrame = FrameEnvelope<'subscribed', SubscribedData>;
 export type UnsubscribedFrame = FrameEnvelope<'unsubscribed', UnsubscribedData>;
 export type PongFrame = FrameEnvelope<'pong', Record<string, never>>;
 export type ErrorFrame = FrameEnvelope<'error', ErrorData>;
-export type ControlFrame = WelcomeFrame | SubscribedFrame | UnsubscribedFrame | PongFrame | ErrorFrame;
+export type RefreshedFrame = FrameEnvelope<'refreshed', RefreshedData>;
+export type ControlFrame = WelcomeFrame | SubscribedFrame | UnsubscribedFrame | PongFrame | ErrorFrame | RefreshedFrame;
 export type ControlType = ControlFrame['type'];
 
 /** Any server->client frame. Narrow it on `type`. */
@@ -413,7 +429,7 @@ export type FrameType = ServerFrame['type'];
 /** The frame of one type. */
 export type FrameOf<T extends FrameType> = Extract<ServerFrame, { type: T }>;
 
-export const CONTROL_TYPES: readonly ControlType[] = ['welcome', 'subscribed', 'unsubscribed', 'pong', 'error'];
+export const CONTROL_TYPES: readonly ControlType[] = ['welcome', 'subscribed', 'unsubscribed', 'pong', 'error', 'refreshed'];
 
 export function isEventType(value: unknown): value is EventType {
   return typeof value === 'string' && Object.prototype.hasOwnProperty.call(EVENT_TOPICS, value);
@@ -433,7 +449,11 @@ export type SubscribeMessage = {
 };
 export type UnsubscribeMessage = { type: 'unsubscribe'; data: { subscription_type: Topic } };
 export type PingMessage = { type: 'ping'; data: Record<string, never> };
-export type ClientMessage = SubscribeMessage | UnsubscribeMessage | PingMessage;
+/** Authenticates the connection: the first message on a socket when the client has a token. */
+export type AuthMessage = { type: 'auth'; data: { token: string } };
+/** Replaces the connection's token in place (same subject); answered by `refreshed`. */
+export type RefreshMessage = { type: 'refresh'; data: { token: string } };
+export type ClientMessage = SubscribeMessage | UnsubscribeMessage | PingMessage | AuthMessage | RefreshMessage;
 
 // ---------------------------------------------------------------------------
 // Parsing

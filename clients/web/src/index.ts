@@ -9,6 +9,16 @@ export type {
   WebSocketFactory,
   WebSocketLike,
 } from './client';
+export {
+  CLOSE_AUTH_TIMEOUT,
+  CLOSE_POLICY_VIOLATION,
+  CLOSE_TOKEN_EXPIRED,
+  CLOSE_UNAUTHORIZED,
+  authCloseLabel,
+  jwtExpiry,
+  refreshDelayMs,
+} from './auth';
+export type { TokenSource } from './auth';
 export { DEFAULT_BACKOFF, backoffDelay, baseDelay, delayBounds, resolveBackoff } from './backoff';
 export type { BackoffOptions, ResolvedBackoff } from './backoff';
 export { ClientRegistry, defaultRegistry } from './registry';

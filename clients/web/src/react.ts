@@ -19,6 +19,7 @@ import {
   useState,
   type ReactNode,
 } from 'react';
+import type { TokenSource } from './auth';
 import type { ConnectionState, ConnectionStatus, RealtimeClient } from './client';
 import { resolveInBrowser } from './endpoint';
 import type { ClientMessage, ServerFrame, Topic } from './frames';
@@ -39,6 +40,14 @@ export interface UseWebSocketOptions {
   onGap?: (gap: Gap) => void;
   /** Keep `lastMessage` up to date (one re-render per frame). Default true; turn off for busy streams. */
   trackLastMessage?: boolean;
+  /**
+   * Bearer token for the bridge (see `RealtimeClientOptions.token`), used when
+   * this component is the first to open `url` (as `clientOptions` are). A
+   * function is called before every connection and refresh; the one of the
+   * latest render is used, so an inline arrow function is fine. Overrides
+   * `clientOptions.token`.
+   */
+  token?: TokenSource;
   /** Connect only while true. Default true. */
   enabled?: boolean;
   /** Options for the client, used when this component is the first to open `url`. */
@@ -91,6 +100,8 @@ function idleStatus(url: string): ConnectionStatus {
     connectionId: null,
     lastError: null,
     lastCloseCode: null,
+    subject: null,
+    expiresAt: null,
   };
 }
 
@@ -114,7 +125,9 @@ export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult {
   const onGapRef = useRef(options.onGap);
   const trackRef = useRef(track);
   const clientOptionsRef = useRef(options.clientOptions);
+  const tokenRef = useRef(options.token);
   useIsomorphicLayoutEffect(() => {
+    tokenRef.current = options.token;
     onMessageRef.current = options.onMessage;
     onGapRef.current = options.onGap;
     trackRef.current = track;
@@ -131,7 +144,7 @@ export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult {
 
   useEffect(() => {
     if (!enabled) return undefined;
-    const lease = registry.acquire(url, clientOptionsRef.current);
+    const lease = registry.acquire(url, withToken(clientOptionsRef.current, tokenRef));
     leaseRef.current = lease;
     const c = lease.client;
     for (const topic of declaredRef.current) lease.hold(topic);
@@ -206,6 +219,21 @@ export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult {
     reconnect,
     client,
   };
+}
+
+/** The client options with the hook's `token`; a token function reads the latest render's. */
+function withToken(
+  clientOptions: SharedClientOptions | undefined,
+  tokenRef: { readonly current: TokenSource | undefined },
+): SharedClientOptions | undefined {
+  const token = tokenRef.current;
+  if (token === undefined) return clientOptions;
+  if (typeof token === 'string') return { ...clientOptions, token };
+  const latest = (): string | Promise<string> => {
+    const current = tokenRef.current ?? token;
+    return typeof current === 'function' ? current() : current;
+  };
+  return { ...clientOptions, token: latest };
 }
 
 function sameList(a: readonly Topic[], b: readonly Topic[]): boolean {

@@ -43,6 +43,16 @@ export class FakeSocket implements WebSocketLike {
     this.onclose?.({ code, reason });
   }
 
+  /** The messages the client sent of `type`, parsed. */
+  ofType<T extends ClientMessage['type']>(type: T): Extract<ClientMessage, { type: T }>[] {
+    return this.messages().filter((m): m is Extract<ClientMessage, { type: T }> => m.type === type);
+  }
+
+  /** The tokens the client sent in `auth` and `refresh` messages, in order. */
+  tokens(): { type: 'auth' | 'refresh'; token: string }[] {
+    return this.messages().flatMap((m) => (m.type === 'auth' || m.type === 'refresh' ? [{ type: m.type, token: m.data.token }] : []));
+  }
+
   /** What the client sent, parsed. */
   messages(): ClientMessage[] {
     return this.sent.map((s) => JSON.parse(s) as ClientMessage);
@@ -79,7 +89,11 @@ export function fakeSockets(): { sockets: FakeSocket[]; factory: (url: string) =
 
 export const TS = '2024-01-15T10:30:00Z';
 
-export function welcome(subscriptions: Topic[] = [], pingInterval = 30) {
+export function welcome(
+  subscriptions: Topic[] = [],
+  pingInterval = 30,
+  auth?: { subject: string; expires_at: number | null },
+) {
   return {
     type: 'welcome',
     data: {
@@ -88,8 +102,45 @@ export function welcome(subscriptions: Topic[] = [], pingInterval = 30) {
       subscriptions,
       subscription_types: Object.values(EVENT_TOPICS),
       ping_interval: pingInterval,
+      ...(auth ?? {}),
     },
     timestamp: TS,
+  };
+}
+
+/** The bridge's answer to a `refresh` (or, with auth off, to the `auth` after its welcome). */
+export function refreshed(expiresAt: number | null) {
+  return { type: 'refreshed', data: { expires_at: expiresAt }, timestamp: TS };
+}
+
+/** Base64url without padding, as in a JWT. */
+function base64url(text: string): string {
+  return Buffer.from(text, 'utf8').toString('base64').replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_');
+}
+
+/** An unsigned-looking JWT with `claims` as its payload (the client never checks signatures). */
+export function jwt(claims: Record<string, unknown>): string {
+  return `${base64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }))}.${base64url(JSON.stringify(claims))}.c2lnbmF0dXJl`;
+}
+
+/**
+ * A token function that gives `token-1`, `token-2`, ... (or JWTs expiring
+ * `lifetimeS` seconds from `Date.now()`), and counts its calls.
+ */
+export function tokenSequence(lifetimeS?: number): { next: () => string; calls: () => number; issued: string[] } {
+  const issued: string[] = [];
+  return {
+    issued,
+    calls: () => issued.length,
+    next: () => {
+      const n = issued.length + 1;
+      const token =
+        lifetimeS === undefined
+          ? `token-${n}`
+          : jwt({ sub: 'user-1', n, exp: Math.floor(Date.now() / 1000) + lifetimeS });
+      issued.push(token);
+      return token;
+    },
   };
 }
 

@@ -202,3 +202,47 @@ describe('useWebSocket gaps', () => {
     expect(gaps.map((g) => g.since)).toEqual([{ offset: 4, epoch: 'e1' }]);
   });
 });
+
+describe('useWebSocket token', () => {
+  function TokenWidget(props: { token: string | (() => string) }) {
+    const ws = useWebSocket({ url: URL, topics: ['package_updates'], token: props.token, trackLastMessage: false });
+    return <span data-testid="state">{ws.state}</span>;
+  }
+
+  it('passes a static token to the client: auth first, subscriptions after the welcome', () => {
+    const { fake, registry } = setup();
+    render(
+      <RealtimeProvider registry={registry}>
+        <TokenWidget token="static-jwt" />
+      </RealtimeProvider>,
+    );
+    act(() => fake.last().open());
+    expect(fake.last().messages()).toEqual([{ type: 'auth', data: { token: 'static-jwt' } }]);
+    act(() => fake.last().receive(welcome([], 30, { subject: 'user-1', expires_at: null })));
+    expect(fake.last().subscribes().map((s) => s.topic)).toEqual(['package_updates']);
+    expect(registry.peek(URL)?.status.subject).toBe('user-1');
+  });
+
+  it("calls the latest render's token function on each reconnect", () => {
+    const { fake, registry } = setup();
+    const { rerender } = render(
+      <RealtimeProvider registry={registry}>
+        <TokenWidget token={() => 'jwt-A'} />
+      </RealtimeProvider>,
+    );
+    act(() => fake.last().open());
+    expect(fake.last().tokens()).toEqual([{ type: 'auth', token: 'jwt-A' }]);
+    rerender(
+      <RealtimeProvider registry={registry}>
+        <TokenWidget token={() => 'jwt-B'} />
+      </RealtimeProvider>,
+    );
+    // A function token: 4001 is retried, with the new token.
+    act(() => fake.last().serverClose(4001, 'token revoked'));
+    expect(screen.getByTestId('state').textContent).toBe('reconnecting');
+    act(() => vi.runOnlyPendingTimers());
+    act(() => fake.last().open());
+    expect(fake.sockets).toHaveLength(2);
+    expect(fake.last().tokens()).toEqual([{ type: 'auth', token: 'jwt-B' }]);
+  });
+});

@@ -18,8 +18,8 @@ import {
 } from './panels';
 import { LIMITS } from './store';
 
-export function App(props: { endpoint: string; initialTopics: readonly Topic[] }) {
-  const { ws, state } = useDashboardFeed(props.endpoint, props.initialTopics);
+export function App(props: { endpoint: string; initialTopics: readonly Topic[]; token?: string }) {
+  const { ws, state } = useDashboardFeed(props.endpoint, props.initialTopics, props.token);
   const { subscribe, unsubscribe, reconnect } = ws;
   const onToggle = useCallback((topic: Topic, on: boolean) => (on ? subscribe(topic) : unsubscribe(topic)), [subscribe, unsubscribe]);
   const [dismissed, setDismissed] = useState<Gap | null>(null);

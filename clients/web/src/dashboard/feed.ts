@@ -18,7 +18,11 @@ export interface DashboardFeed {
   state: DashboardState;
 }
 
-export function useDashboardFeed(endpoint: string, initialTopics: readonly Topic[]): DashboardFeed {
+export function useDashboardFeed(
+  endpoint: string,
+  initialTopics: readonly Topic[],
+  token?: string,
+): DashboardFeed {
   const [state, setState] = useState(initialState);
   const pending = useRef<ServerFrame[]>([]);
   const timer = useRef<ReturnType<typeof setTimeout> | null>(null);
@@ -42,7 +46,7 @@ export function useDashboardFeed(endpoint: string, initialTopics: readonly Topic
     [flush],
   );
 
-  const ws = useWebSocket({ url: endpoint, onMessage, trackLastMessage: false });
+  const ws = useWebSocket({ url: endpoint, onMessage, trackLastMessage: false, token });
 
   const initial = useRef(initialTopics);
   const { subscribe } = ws;

@@ -146,6 +146,8 @@ export function summarize(frame: ServerFrame): string {
       return 'pong';
     case 'error':
       return `${frame.data.code}: ${frame.data.message}`;
+    case 'refreshed':
+      return 'token refreshed';
   }
 }
 
