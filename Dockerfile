@@ -23,4 +23,6 @@ COPY --from=web /src/clients/web/dist /app/dist
 ENV CLEARPATH_BRIDGE_STATIC_DIR=/app/dist
 EXPOSE 50051 8000
 ENTRYPOINT ["clearpath"]
+# Listening on every interface needs authentication: set CLEARPATH_CORE_AUTH_SECRET and
+# CLEARPATH_BRIDGE_AUTH_SECRET (the same secret), or it refuses to start (README, Security).
 CMD ["serve", "--host", "0.0.0.0", "--http-host", "0.0.0.0"]

@@ -30,19 +30,38 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from bridge.admission import Admission
 from bridge.config import BridgeSettings
 from bridge.connection import Connection, Refused
 from bridge.frames import Frame, control
-from bridge.messages import Ping, Subscribe, parse
+from bridge.http_guard import guarded_runner
+from bridge.masking import MaskedWebSocketResponse
+from bridge.messages import Auth, Ping, Refresh, Subscribe, parse
 from bridge.messages import Position as MessagePosition
 from bridge.resume import run_resume
-from bridge.session import Session, State, TokenBucket
+from bridge.session import Session, State
 from bridge.upstream import Upstream
 from bridge.writer import Flusher
 from clearpath.realtime.v1 import events_pb2 as pb
-from core.errors import InvalidArgument, RateLimited, RealtimeError, SlowConsumer, Unavailable
+from core.auth import ANONYMOUS, Identity, Verifier, parse_bearer
+from core.errors import (
+    AuthTimeout,
+    InvalidArgument,
+    PermissionDenied,
+    PolicyViolation,
+    RateLimited,
+    RealtimeError,
+    ResourceExhausted,
+    SlowConsumer,
+    TokenExpired,
+    TooManyConnections,
+    Unauthenticated,
+    Unavailable,
+)
+from core.exposure import warn_if_open
 from core.hub import Hub
 from core.positions import Gap, Position
+from core.rate import TokenBucket
 from core.topics import TOPIC_NAMES, topic_from_name
 
 __all__ = ["ENDPOINTS", "Bridge", "BridgeNode", "create_app", "parse_since"]
@@ -61,6 +80,11 @@ ENDPOINTS: dict[str, tuple[int, ...]] = {
 #: Bytes written to one socket per flush at most: a socket's copy of a burst stays
 #: small, and a catch-up reaches every socket in turn.
 WRITE_CHUNK = 256 * 1024
+
+#: The subprotocol the bridge speaks; a client may offer its token beside it as
+#: ``clearpath.bearer.<JWT>`` (browsers cannot set an Authorization header).
+SUBPROTOCOL = "clearpath.v1"
+_BEARER_PROTOCOL = "clearpath.bearer."
 
 
 class Bridge:
@@ -83,6 +107,16 @@ class Bridge:
         self.unencodable = 0
         self.resumes: Counter[str] = Counter()
         self.catch_ups = 0
+        #: None: authentication is off (every socket is ANONYMOUS, allowed everything).
+        self.verifier: Verifier | None = settings.verifier()
+        self.admission = Admission(
+            allowed_origins=settings.allowed_origins,
+            trusted_proxies=settings.trusted_proxies,
+            per_address=settings.max_connections_per_address,
+            per_subject=settings.max_connections_per_identity,
+        )
+        #: Sockets refused or closed by the entrance policy, by reason.
+        self.refusals: Counter[str] = Counter()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` in the background, owned by the bridge."""
@@ -117,6 +151,8 @@ class Bridge:
                 key: self.resumes[key]
                 for key in ("recovered", "not_recovered", "frames_from_cache", "frames_from_core")
             },
+            "refusals": dict(self.refusals),
+            "auth": self.verifier is not None,
             "upstream": self.upstream.status(),
             "uptime_seconds": round(time.time() - self.started, 3),
             "pid": os.getpid(),  # which process answered (a bridge with --workers has several)
@@ -131,6 +167,34 @@ class Bridge:
             self.unencodable += 1
             return
         self.hub.dispatch(frame)
+
+    def public_status(self) -> dict[str, Any]:
+        """``/ws/status`` without an operator token (auth on): only what a browser
+        needs to know — whether events flow."""
+        upstream = self.upstream
+        flowing = upstream.state == "connected" and upstream.core_broker_up
+        return {
+            "status": "ok" if flowing else "degraded",
+            "upstream": {"connected": upstream.state == "connected"},
+        }
+
+    def operator(self, request: web.Request) -> Identity:
+        """The operator calling an operator endpoint (anyone when auth is off);
+        ``Authorization: Bearer <token>`` with the ``operator`` claim. Raises
+        HTTPUnauthorized / HTTPForbidden otherwise."""
+        if self.verifier is None:
+            return ANONYMOUS
+        try:
+            identity = self.verifier.verify(parse_bearer(request.headers.get("Authorization")))
+        except Unauthenticated as exc:
+            self.refusals["operator_unauthorized"] += 1
+            raise web.HTTPUnauthorized(
+                text=f"operator token required: {exc}", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+        if not identity.operator:
+            self.refusals["operator_forbidden"] += 1
+            raise web.HTTPForbidden(text="this token is not an operator token")
+        return identity
 
     def _on_gap(self, gap: Gap) -> None:
         """The core could not resume the bridge's stream: tell each socket live on the topic."""
@@ -151,23 +215,41 @@ class Bridge:
 
     async def _prepare(self, request: web.Request, endpoint: str) -> Connection:
         settings = self.settings
+        admission = self.admission
+        # Refused before the upgrade, with an HTTP status a client can read.
+        if not admission.origin_allowed(request.headers.get("Origin"), request.host):
+            self.refusals["origin"] += 1
+            log.info("refused a socket from origin %r", request.headers.get("Origin"))
+            raise web.HTTPForbidden(text="origin not allowed")
         if len(self.connections) >= settings.max_connections:
+            self.refusals["max_connections"] += 1
             raise web.HTTPServiceUnavailable(text="too many connections")
+        remote = admission.client_address(
+            request.remote or "", request.headers.get("X-Forwarded-For")
+        )
+        if admission.address_full(remote):
+            self.refusals["per_address"] += 1
+            raise web.HTTPTooManyRequests(text="too many connections from this address")
         try:
             resume = parse_since(request.query.getall("since", []))
         except InvalidArgument as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
+        token = _offered_token(request)
         # Keepalive is the bridge's (see keepalive): one timer for every socket,
         # not one per socket; so pings and pongs come to the receive loop.
         # permessage-deflate is off: frames are built once for every socket.
-        ws = web.WebSocketResponse(
-            autoping=False, compress=False, max_msg_size=settings.max_message_bytes
+        # Unmasked client frames are refused with 1002 (RFC 6455 section 5.1).
+        ws = MaskedWebSocketResponse(
+            autoping=False,
+            compress=False,
+            max_msg_size=settings.max_message_bytes,
+            protocols=(SUBPROTOCOL,),
         )
         await ws.prepare(request)
         session = Session(
             uuid.uuid4().hex[:12],
             endpoint,
-            request.remote or "",
+            remote,
             max_bytes=settings.send_queue_bytes,
             batch=request.query.get("batch") in ("1", "true"),
         )
@@ -183,27 +265,128 @@ class Bridge:
         )
         session.on_ready = conn.ready
         self.connections[conn.id] = conn
+        admission.opened(remote)
         self.hub.add(session.sub)
         log.info("connect %s %s from %s", conn.id, endpoint, session.remote)
-        auto = ENDPOINTS[endpoint]
+        conn.pending = resume
+        if self.verifier is None:
+            self._admit(conn, ANONYMOUS)
+        elif token is not None:
+            self._authenticate(conn, token)
+        else:
+            conn.auth_timer = asyncio.get_running_loop().call_later(
+                settings.auth_timeout, self._auth_timed_out, conn
+            )
+        return conn
+
+    # --- identity -----------------------------------------------------------------------
+
+    def _authenticate(self, conn: Connection, token: str) -> None:
+        """Verify the first token of ``conn``: admit it, or close it (4001)."""
+        assert self.verifier is not None
+        try:
+            identity = self.verifier.verify(token)
+        except Unauthenticated as exc:
+            self._refuse(conn, exc, "unauthorized")
+            return
+        self._admit(conn, identity)
+
+    def _refuse(self, conn: Connection, error: RealtimeError, reason: str) -> None:
+        """Close ``conn`` for cause (once), counted by ``reason``."""
+        if conn.refused:
+            return
+        conn.refused = True
+        self.refusals[reason] += 1
+        log.info("connection %s refused: %s: %s", conn.id, error.ws_error, error)
+        self.spawn(conn.fail(error))
+
+    def _auth_timed_out(self, conn: Connection) -> None:
+        conn.auth_timer = None
+        if conn.session.identity is None and conn.session.state is State.OPEN:
+            timeout = self.settings.auth_timeout
+            self._refuse(conn, AuthTimeout(f"no auth message within {timeout:g}s"), "auth_timeout")
+
+    def _admit(self, conn: Connection, identity: Identity) -> None:
+        """``conn`` is ``identity``: welcome it, subscribe what its endpoint and
+        ``?since=`` ask for and the identity allows."""
+        session = conn.session
+        if self.admission.subject_full(identity.subject):
+            cap = self.settings.max_connections_per_identity
+            self._refuse(
+                conn, TooManyConnections(f"at most {cap} sockets per user"), "per_identity"
+            )
+            return
+        conn.cancel_timers()
+        session.authenticated(identity)
+        self.admission.authenticated(identity.subject)
+        self._expire_at(conn, identity)
+        endpoint = session.endpoint
+        resume, conn.pending = conn.pending, {}
+        wanted = [*ENDPOINTS[endpoint], *(t for t in resume if t not in ENDPOINTS[endpoint])]
+        allowed = [t for t in wanted if identity.may_subscribe(t)]
         session.send(
             control(
                 "welcome",
                 {
                     "connection_id": conn.id,
                     "endpoint": endpoint,
-                    "subscriptions": [TOPIC_NAMES[t] for t in auto],
+                    "subscriptions": [TOPIC_NAMES[t] for t in ENDPOINTS[endpoint] if t in allowed],
                     "subscription_types": list(TOPIC_NAMES.values()),
-                    "ping_interval": settings.ping_interval,
+                    "ping_interval": self.settings.ping_interval,
+                    "subject": identity.subject or None,
+                    "expires_at": identity.expires_at,
                 },
             )
         )
-        for topic in auto:
-            if topic not in resume:
+        for topic in wanted:
+            if topic not in allowed:
+                session.send(error_frame(_forbidden(topic)))
+        for topic in allowed:
+            since = resume.get(topic)
+            if since is None:
                 self.hub.subscribe(session.sub, topic)
-        for topic, since in resume.items():
-            self._start_resume(conn, topic, since)
-        return conn
+            else:
+                self._start_resume(conn, topic, since)
+
+    def _expire_at(self, conn: Connection, identity: Identity) -> None:
+        if conn.expiry is not None:
+            conn.expiry.cancel()
+            conn.expiry = None
+        if identity.expires_at is not None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, identity.expires_at - time.time())
+            conn.expiry = loop.call_at(loop.time() + delay, self._expired, conn)
+
+    def _expired(self, conn: Connection) -> None:
+        conn.expiry = None
+        if conn.session.state is State.OPEN:
+            error = TokenExpired("token expired; reconnect with a fresh token")
+            self._refuse(conn, error, "token_expired")
+
+    def _on_token(self, conn: Connection, token: str) -> None:
+        """An ``auth`` or ``refresh`` message."""
+        session = conn.session
+        if self.verifier is None:
+            session.send(control("refreshed", {"expires_at": None}))
+            return
+        if session.identity is None:
+            self._authenticate(conn, token)
+            return
+        try:
+            identity = self.verifier.verify(token)
+            if identity.subject != session.identity.subject:
+                raise Unauthenticated("a refresh must keep the token's subject")
+        except Unauthenticated as exc:
+            self._refuse(conn, exc, "unauthorized")
+            return
+        session.authenticated(identity)
+        self._expire_at(conn, identity)
+        # What the new token no longer allows stops now.
+        for topic in sorted({*session.sub.topics, *session.resuming_topics()}):
+            if not identity.may_subscribe(topic):
+                self._unsubscribe(conn, topic)
+                session.send(error_frame(_forbidden(topic)))
+        session.send(control("refreshed", {"expires_at": identity.expires_at}))
 
     async def _receive(self, conn: Connection) -> None:
         ws = conn.ws
@@ -229,6 +412,10 @@ class Bridge:
 
     async def _forget(self, conn: Connection) -> None:
         session = conn.session
+        conn.cancel_timers()
+        self.admission.closed(
+            session.remote, session.identity.subject if session.identity else None
+        )
         self.hub.remove(session.sub)
         tasks = [
             task
@@ -260,6 +447,8 @@ class Bridge:
 
     def _on_text(self, conn: Connection, text: str) -> None:
         session = conn.session
+        if conn.refused:
+            return  # being closed for cause: nothing it says matters now
         try:
             now = time.monotonic()
             if session.bucket is None:  # made at the first message: idle sockets need none
@@ -267,10 +456,25 @@ class Bridge:
                     self.settings.rate_limit, self.settings.rate_burst, now
                 )
             if not session.bucket.take(now):
+                session.limited += 1
+                if session.limited >= self.settings.abuse_limit:
+                    error = PolicyViolation(
+                        f"{session.limited} messages over the rate limit; closing"
+                    )
+                    self._refuse(conn, error, "abuse")
+                    return
                 raise RateLimited(
                     f"more than {self.settings.rate_limit:g} messages a second; slow down"
                 )
+            session.limited = 0
             message = parse(text)
+            if isinstance(message, Auth | Refresh):
+                self._on_token(conn, message.data.token)
+                return
+            if session.identity is None:
+                raise Unauthenticated(
+                    'authenticate first: {"type": "auth", "data": {"token": ...}}'
+                )
             if isinstance(message, Ping):
                 session.send(control("pong"))
                 return
@@ -285,7 +489,16 @@ class Bridge:
 
     def _subscribe(self, conn: Connection, topic: int, since: MessagePosition | None) -> None:
         session = conn.session
+        assert session.identity is not None
+        if not session.identity.may_subscribe(topic):
+            raise _forbidden(topic)
         live = topic in session.sub.topics
+        if not live and not session.resuming(topic):
+            held = len(session.sub.topics) + len(session.resuming_topics())
+            if held >= self.settings.max_subscriptions:
+                raise ResourceExhausted(
+                    f"at most {self.settings.max_subscriptions} subscription types per socket"
+                )
         if since is None or session.resuming(topic):
             if not live and not session.resuming(topic):
                 self.hub.subscribe(session.sub, topic)
@@ -478,6 +691,24 @@ def parse_since(values: list[str]) -> dict[int, Position]:
     return resume
 
 
+def _forbidden(topic: int) -> PermissionDenied:
+    return PermissionDenied(f"this token may not subscribe to {TOPIC_NAMES[topic]}")
+
+
+def _offered_token(request: web.Request) -> str | None:
+    """A token given at the upgrade: ``?token=`` or the ``clearpath.bearer.<JWT>``
+    subprotocol (offered beside ``clearpath.v1``). None: the socket must send ``auth``."""
+    token = request.query.get("token")
+    if token:
+        return token
+    for offered in request.headers.getall("Sec-WebSocket-Protocol", []):
+        for protocol in offered.split(","):
+            protocol = protocol.strip()
+            if protocol.startswith(_BEARER_PROTOCOL):
+                return protocol[len(_BEARER_PROTOCOL) :]
+    return None
+
+
 def error_frame(error: RealtimeError) -> Frame:
     """The ``error`` frame of ``error``."""
     return control("error", {"code": error.ws_error, "message": str(error)})
@@ -496,10 +727,15 @@ def create_app(settings: BridgeSettings) -> web.Application:
         # A partial, not a wrapper coroutine: one frame less per open socket.
         app.router.add_get(path, functools.partial(bridge.handle, endpoint=path))
 
-    async def status(_: web.Request) -> web.Response:
+    async def status(request: web.Request) -> web.Response:
+        # Auth on: the details only for operators; browsers see whether events flow.
+        if bridge.verifier is not None and "Authorization" not in request.headers:
+            return web.json_response(bridge.public_status())
+        bridge.operator(request)
         return web.json_response(bridge.status())
 
-    async def connections(_: web.Request) -> web.Response:
+    async def connections(request: web.Request) -> web.Response:
+        bridge.operator(request)
         return web.json_response([c.session.info() for c in bridge.connections.values()])
 
     app.router.add_get("/ws/status", status)
@@ -556,7 +792,13 @@ class BridgeNode:
         self._reuse_port = reuse_port
         self.app = create_app(settings)
         self.bridge = bridge_of(self.app)
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        # A request head must be complete within header_timeout (slow HTTP clients).
+        self._runner = guarded_runner(
+            self.app,
+            header_timeout=settings.header_timeout,
+            handle_signals=False,
+            access_log=None,
+        )
         self.port = 0
 
     @property
@@ -576,6 +818,7 @@ class BridgeNode:
         )
         await site.start()
         self.port = self._runner.addresses[0][1]
+        warn_if_open(log, "the bridge", self.settings.host, auth=self.bridge.verifier is not None)
         log.info("bridge listening on %s (core %s)", self.url, self.settings.core)
 
     async def stop(self) -> None:

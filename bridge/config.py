@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bridge.http_guard import HEADER_TIMEOUT
+from core.auth import AuthFields
+from core.credentials import read_pem
 from core.errors import InvalidArgument
+from core.exposure import check_exposure
 from core.targets import parse_targets
 
 __all__ = ["BridgeSettings"]
@@ -16,7 +28,7 @@ __all__ = ["BridgeSettings"]
 DEFAULT_STATIC = Path(__file__).resolve().parent.parent / "clients" / "web" / "dist"
 
 
-class BridgeSettings(BaseSettings):
+class BridgeSettings(AuthFields, BaseSettings):
     """Settings of one bridge. Every field is also ``CLEARPATH_BRIDGE_<NAME>``."""
 
     model_config = SettingsConfigDict(env_prefix="CLEARPATH_BRIDGE_", extra="forbid")
@@ -29,6 +41,17 @@ class BridgeSettings(BaseSettings):
         "host:port,host:port,...: the upstream streams from one and moves to the next "
         "(round robin) when it fails",
     )
+    # --- the upstream's credentials towards the core (same for every address) ---
+    core_token: SecretStr | None = Field(
+        None, description="bearer token the upstream sends to the core with every call"
+    )
+    core_tls_ca: Path | None = Field(
+        None, description="PEM CA the core's certificate must chain to: dial the core over TLS"
+    )
+    core_tls_cert: Path | None = Field(
+        None, description="PEM client certificate for a core requiring one (mutual TLS)"
+    )
+    core_tls_key: Path | None = Field(None, description="PEM private key of core_tls_cert")
     send_queue_bytes: int = Field(
         32 * 1024 * 1024,
         ge=64 * 1024,
@@ -61,6 +84,56 @@ class BridgeSettings(BaseSettings):
     rate_limit: float = Field(20.0, gt=0, description="client messages per second, sustained")
     rate_burst: int = Field(50, ge=1, description="client messages allowed in a burst")
     max_connections: int = Field(10_000, ge=1, description="open sockets; more are refused")
+    # --- security (README "Security") ---
+    header_timeout: float = Field(
+        HEADER_TIMEOUT,
+        gt=0,
+        description="seconds a connection has to send a complete request head, from "
+        "connecting and after each response; also the keep-alive idle limit",
+    )
+    insecure: bool = Field(
+        False, description="allow listening on a non-loopback address with auth off"
+    )
+    auth_timeout: float = Field(
+        5.0, gt=0, le=60, description="seconds a socket has to authenticate; later: close 4008"
+    )
+    allowed_origins: str = Field(
+        "",
+        description="browser origins allowed to open sockets, comma-separated "
+        "(https://app.example.com, or * for any); empty: same origin as the Host only. "
+        "Requests without an Origin header (not browsers) are allowed",
+    )
+    max_connections_per_address: int = Field(
+        1000, ge=1, description="open sockets per remote address; more are refused (429)"
+    )
+    max_connections_per_identity: int = Field(
+        100, ge=1, description="open sockets per token subject; more are closed (4029)"
+    )
+    max_subscriptions: int = Field(7, ge=1, le=7, description="subscription types per socket")
+    trusted_proxies: str = Field(
+        "",
+        description="addresses or networks of reverse proxies whose X-Forwarded-For names "
+        "the client, comma-separated (e.g. 127.0.0.1 behind the local cluster's nginx)",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        for entry in filter(None, (e.strip() for e in value.split(","))):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {entry!r} is not an address or network"
+                ) from None
+        return value
+
+    abuse_limit: int = Field(
+        100,
+        ge=1,
+        description="client messages refused as rate_limited in a row before the socket "
+        "is closed (1008)",
+    )
     reconnect_initial: float = Field(0.1, gt=0, description="first upstream retry delay, seconds")
     reconnect_max: float = Field(5.0, gt=0, description="longest upstream retry delay, seconds")
     close_timeout: float = Field(2.0, gt=0, description="seconds to close a socket before abort")
@@ -76,6 +149,33 @@ class BridgeSettings(BaseSettings):
             return ",".join(parse_targets(value, "core"))
         except InvalidArgument as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("core_tls_ca", "core_tls_cert", "core_tls_key")
+    @classmethod
+    def _readable_pem(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Refuse an unreadable file at start-up, naming it, not at the first connection.
+        if value is not None:
+            read_pem(value, "private key" if info.field_name == "core_tls_key" else "certificate")
+        return value
+
+    @model_validator(mode="after")
+    def _safe_exposure(self) -> BridgeSettings:
+        # Auth misconfigured (an unreadable key file, a short secret): refused here,
+        # naming it; auth off on a public address: refused unless --insecure.
+        check_exposure(self.host, auth=self.verifier() is not None, insecure=self.insecure)
+        return self
+
+    @model_validator(mode="after")
+    def _client_certificate_pair(self) -> BridgeSettings:
+        if (self.core_tls_cert is None) != (self.core_tls_key is None):
+            raise ValueError("core_tls_cert and core_tls_key go together: give both or neither")
+        return self
+
+    @field_serializer("core_token", "auth_secret", when_used="json")
+    def _token_in_json(self, token: SecretStr | None) -> str | None:
+        # JSON is how the worker pool hands settings to its processes (over a
+        # pipe): it must carry the token itself. repr() and str() still hide it.
+        return None if token is None else token.get_secret_value()
 
     @property
     def cores(self) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from bridge.frames import Frame, control
 from bridge.session import Session, State, is_stalled
 from bridge.writer import Flusher, Writer
 from core.errors import RealtimeError
+from core.positions import Position
 
 __all__ = ["Connection", "Refused", "Spawn"]
 
@@ -48,6 +49,10 @@ class Connection:
         "_space",
         "_spawn",
         "_write_chunk",
+        "auth_timer",
+        "expiry",
+        "pending",
+        "refused",
         "seen",
         "session",
         "writer",
@@ -76,6 +81,14 @@ class Connection:
         self._write_chunk = write_chunk
         self._close_timeout = close_timeout
         self._space: asyncio.Event | None = None
+        #: Closes the socket if it has not authenticated in time (None: not waiting).
+        self.auth_timer: asyncio.TimerHandle | None = None
+        #: Closes the socket when its token expires (None: no expiry).
+        self.expiry: asyncio.TimerHandle | None = None
+        #: Topics to resume (``?since=``) once the socket has authenticated.
+        self.pending: dict[int, Position] = {}
+        #: The bridge is closing it for cause: its further messages are ignored.
+        self.refused = False
 
     @property
     def id(self) -> str:
@@ -130,6 +143,8 @@ class Connection:
         session = self.session
         room = (session.sub.max_bytes or 0) // 2
         for frame in frames:
+            if not session.for_me(frame):
+                continue  # another user's notification
             while session.pending > room and session.state is State.OPEN:
                 if self._space is None:
                     self._space = asyncio.Event()
@@ -161,6 +176,13 @@ class Connection:
         except (TimeoutError, ConnectionError, RuntimeError) as exc:
             log.info("connection %s: close did not complete (%r)", self.id, exc)
             self.writer.abort()
+
+    def cancel_timers(self) -> None:
+        """Stop the auth and expiry timers (the socket is gone, or re-authenticated)."""
+        for timer in (self.auth_timer, self.expiry):
+            if timer is not None:
+                timer.cancel()
+        self.auth_timer = self.expiry = None
 
     def abort(self, reason: str) -> None:
         """Drop the TCP connection at once (a dead peer cannot take a close frame)."""

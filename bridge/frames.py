@@ -37,7 +37,7 @@ class Frame:
     listens to cost no JSON.
     """
 
-    __slots__ = ("_data", "_event", "_wire", "epoch", "nbytes", "offset", "topic")
+    __slots__ = ("_data", "_event", "_wire", "epoch", "nbytes", "offset", "topic", "user")
 
     def __init__(
         self,
@@ -55,6 +55,8 @@ class Frame:
         self.topic = topic
         self.offset = offset
         self.epoch = epoch
+        #: The user a notification is for ("" for everyone, and for other frames).
+        self.user = ""
 
     @property
     def data(self) -> bytes:
@@ -103,7 +105,13 @@ def control(kind: str, data: dict[str, Any] | None = None) -> Frame:
 def event_frame(event: pb.Event) -> Frame:
     """The frame of a published event (see :func:`core.codec.event_to_frame`)."""
     position = event.position
-    return Frame(None, event.topic, position.offset, position.epoch, event)
+    frame = Frame(None, event.topic, position.offset, position.epoch, event)
+    if event.topic == _NOTIFICATIONS:
+        frame.user = event.notification.user_id
+    return frame
+
+
+_NOTIFICATIONS = pb.TOPIC_NOTIFICATIONS
 
 
 def encodable(frames: Iterable[Frame]) -> tuple[list[Frame], int]:

@@ -10,10 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from core.errors import InvalidArgument
 
 __all__ = [
+    "Auth",
     "ClientMessage",
     "InvalidJson",
     "Ping",
     "Position",
+    "Refresh",
     "Subscribe",
     "Unsubscribe",
     "parse",
@@ -60,8 +62,34 @@ class Ping(_Strict):
     data: dict[str, object] = Field(default_factory=dict, max_length=16)
 
 
-ClientMessage = Annotated[Subscribe | Unsubscribe | Ping, Field(discriminator="type")]
-_ADAPTER: TypeAdapter[Subscribe | Unsubscribe | Ping] = TypeAdapter(ClientMessage)
+#: The longest token accepted (a JWT with a few claims is well under 2 kB).
+MAX_TOKEN_CHARS = 8192
+
+
+class TokenData(_Strict):
+    token: Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_CHARS)]
+
+
+class Auth(_Strict):
+    """``{"type": "auth", "data": {"token": JWT}}``: the first message when the
+    bridge requires authentication (later ones act as :class:`Refresh`)."""
+
+    type: Literal["auth"]
+    data: TokenData
+
+
+class Refresh(_Strict):
+    """``{"type": "refresh", "data": {"token": JWT}}``: a fresh token for the same
+    subject, replacing the current one in place (answered ``refreshed``)."""
+
+    type: Literal["refresh"]
+    data: TokenData
+
+
+Message = Subscribe | Unsubscribe | Ping | Auth | Refresh
+ClientMessage = Annotated[Message, Field(discriminator="type")]
+_ADAPTER: TypeAdapter[Message] = TypeAdapter(ClientMessage)
+_TYPES = ("subscribe", "unsubscribe", "ping", "auth", "refresh")
 
 
 class InvalidJson(InvalidArgument):
@@ -70,7 +98,7 @@ class InvalidJson(InvalidArgument):
     ws_error = "invalid_json"
 
 
-def parse(text: str) -> Subscribe | Unsubscribe | Ping:
+def parse(text: str) -> Message:
     """The client message in ``text``; InvalidJson or InvalidArgument (``invalid_message``)."""
     try:
         raw = orjson.loads(text)
@@ -86,14 +114,12 @@ def _describe(exc: ValidationError) -> str:
     first = exc.errors(include_url=False)[0]
     where = ".".join(str(p) for p in first["loc"]) or "message"
     if first["type"] == "union_tag_invalid":
-        return "type: must be one of subscribe, unsubscribe, ping"
+        return f"type: must be one of {', '.join(_TYPES)}"
     if first["type"] == "union_tag_not_found":
-        return "type: required (subscribe, unsubscribe or ping)"
+        return f"type: required (one of {', '.join(_TYPES)})"
     if first["type"] == "model_type" and where == "message":
         return "message must be a JSON object with type and data"
     # Drop the union tag pydantic puts first, e.g. "subscribe.data.since".
     parts = where.split(".", 1)
-    where = (
-        parts[1] if len(parts) == 2 and parts[0] in {"subscribe", "unsubscribe", "ping"} else where
-    )
+    where = parts[1] if len(parts) == 2 and parts[0] in _TYPES else where
     return f"{where}: {first['msg']}"

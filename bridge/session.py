@@ -22,11 +22,13 @@ from operator import attrgetter
 from typing import Any
 
 from bridge.frames import Frame, text_frame
+from core.auth import Identity
 from core.hub import Subscription
 from core.positions import Floors, HasPosition
+from core.rate import TokenBucket
 from core.topics import TOPIC_NAMES
 
-__all__ = ["Session", "State", "TokenBucket", "frame_size", "is_stalled"]
+__all__ = ["Session", "State", "frame_size", "is_stalled"]
 
 
 class State(enum.Enum):
@@ -35,27 +37,6 @@ class State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
-
-
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved; pure, clock passed in."""
-
-    __slots__ = ("_at", "_tokens", "burst", "rate")
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._at = now
-
-    def take(self, now: float) -> bool:
-        """Spend a token if there is one."""
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
 
 
 #: What a frame costs in a socket's queue: its bytes on the wire (a frame is
@@ -85,6 +66,7 @@ class Session:
     __slots__ = (
         "_delivered",
         "_floors",
+        "_only",
         "_resuming",
         "batch",
         "bucket",
@@ -95,6 +77,8 @@ class Session:
         "frames_dropped",
         "frames_sent",
         "id",
+        "identity",
+        "limited",
         "remote",
         "state",
         "sub",
@@ -115,10 +99,15 @@ class Session:
         self.endpoint = endpoint
         self.remote = remote
         self.user: str | None = None
+        #: Who the socket authenticated as (None: not yet).
+        self.identity: Identity | None = None
+        self._only: str | None = None  # notifications only for this user (and everyone)
         self.batch = batch
         self.connected_at = time.time()
         self.state = State.OPEN
         self.bucket: TokenBucket | None = None
+        #: Client messages refused as rate limited in a row (see abuse_limit).
+        self.limited = 0
         self.frames_sent = 0
         self.frames_dropped = 0
         #: The close code this bridge sent (None: the peer closed first, or not closed).
@@ -158,13 +147,35 @@ class Session:
         self.sub.set_filter(self._admits)
 
     def _admits(self, frame: Frame) -> bool:
+        only = self._only
+        if only is not None and frame.user and frame.user != only:
+            return False
         floors = self._floors
-        if floors is None or floors.admits(frame.topic, frame):
+        if floors is None:
+            return True
+        if floors.admits(frame.topic, frame):
             if not floors:
                 self._floors = None
-                self.sub.set_filter(None)  # no floor left: no check per frame
+                self._refilter()  # no floor left: no floor check per frame
             return True
         return False
+
+    def _refilter(self) -> None:
+        self.sub.set_filter(self._admits if self._floors or self._only is not None else None)
+
+    def authenticated(self, identity: Identity) -> None:
+        """The socket is ``identity`` from now on: unless it is an operator, it
+        receives only notifications for its subject or for everyone."""
+        self.identity = identity
+        self.user = identity.subject or None
+        self._only = None if identity.operator else identity.subject
+        self._refilter()
+
+    def for_me(self, frame: Frame) -> bool:
+        """Whether ``frame`` is meant for this socket's user (a notification for
+        another user is not): replays skip the others."""
+        only = self._only
+        return only is None or not frame.user or frame.user == only
 
     def forget_topic(self, topic: int) -> None:
         """Drop the floor of ``topic`` (unsubscribed)."""
@@ -172,7 +183,7 @@ class Session:
             self._floors.discard(topic)
             if not self._floors:
                 self._floors = None
-                self.sub.set_filter(None)
+                self._refilter()
 
     # --- resumes in progress ----------------------------------------------------------
 

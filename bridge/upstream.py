@@ -14,6 +14,9 @@ stream moves its next attempt to the next address, round robin
 (:class:`core.targets.TargetRing`), where it resumes from the same cursors.
 ``History`` calls go to the address the stream is on, and to the next ones in
 turn when that one is UNAVAILABLE (a read, so asking again is harmless).
+
+Every channel to a core is opened by :func:`core.credentials.open_channel`
+with the ``core_token`` and ``core_tls_*`` settings (:func:`core_credentials`).
 """
 
 from __future__ import annotations
@@ -33,16 +36,59 @@ from bridge.frames import Frame, event_frame
 from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2 as spb
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
+from core.auth import parse_algorithms, read_secret, self_signer
 from core.backoff import Backoff
+from core.credentials import ClientCredentials, TokenSource, open_channel
 from core.errors import Unavailable
 from core.limits import UPSTREAM_BATCH, channel_options
 from core.positions import Cursors, Gap, HasPosition, Position
 from core.targets import TargetRing
 from core.topics import TOPIC_NAMES, TOPICS
 
-__all__ = ["Upstream"]
+__all__ = ["Upstream", "core_credentials"]
 
 log = logging.getLogger("clearpath.bridge.upstream")
+
+
+def core_credentials(settings: BridgeSettings) -> ClientCredentials:
+    """The upstream's credentials towards the core: ``core_token`` and the
+    ``core_tls_*`` files (TLS when a CA or a client certificate is given).
+
+    Without ``core_token``, a bridge whose own auth uses a shared HMAC secret
+    (``auth_secret``/``auth_secret_file`` with an HS algorithm; the core must
+    accept the same secret) signs its own short-lived operator tokens with it."""
+    token: TokenSource | None = (
+        settings.core_token.get_secret_value() if settings.core_token is not None else None
+    )
+    if token is None:
+        token = _self_signed(settings)
+    return ClientCredentials(
+        token=token,
+        ca=settings.core_tls_ca,
+        cert=settings.core_tls_cert,
+        key=settings.core_tls_key,
+    )
+
+
+def _self_signed(settings: BridgeSettings) -> Callable[[], str] | None:
+    """Operator tokens signed with the bridge's own HMAC secret, or None without one."""
+    hmac_algorithms = [a for a in parse_algorithms(settings.auth_algorithms) if a.startswith("HS")]
+    if not hmac_algorithms:
+        return None
+    if settings.auth_secret is not None:
+        secret = settings.auth_secret.get_secret_value()
+    elif settings.auth_secret_file is not None:
+        secret = read_secret(settings.auth_secret_file)
+    else:
+        return None
+    return self_signer(
+        secret,
+        subject="clearpath-bridge",
+        algorithm=hmac_algorithms[0],
+        issuer=settings.auth_issuer,
+        audience=settings.auth_audience,
+        operator=True,
+    )
 
 
 class Upstream:
@@ -66,6 +112,7 @@ class Upstream:
         self._on_gap = on_gap
         self._targets = TargetRing(settings.cores)
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._credentials = core_credentials(settings)
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._backoff = Backoff(initial=settings.reconnect_initial, maximum=settings.reconnect_max)
@@ -91,7 +138,7 @@ class Upstream:
     def _stub(self, address: str) -> sgrpc.RealtimeServiceAsyncStub:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=channel_options())
+            channel = open_channel(address, self._credentials, channel_options())
             self._channels[address] = channel
         return sgrpc.RealtimeServiceStub(channel)
 

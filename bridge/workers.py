@@ -40,6 +40,7 @@ from aiohttp import web
 
 from bridge.app import bridge_of, create_app
 from bridge.config import BridgeSettings
+from bridge.http_guard import guarded_runner
 from core.backoff import Backoff
 
 __all__ = ["WORKER_HEADER", "WorkerIdentity", "WorkerNode", "WorkerPool", "run_pool"]
@@ -88,7 +89,12 @@ class WorkerNode:
         self.app = create_app(settings)
         self.bridge = bridge_of(self.app)
         _add_identity(self.app, identity)
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        self._runner = guarded_runner(
+            self.app,
+            header_timeout=settings.header_timeout,
+            handle_signals=False,
+            access_log=None,
+        )
         self.port = 0
 
     async def start(self) -> None:
@@ -112,7 +118,8 @@ def _add_identity(app: web.Application, identity: WorkerIdentity) -> None:
     async def stamp(_: web.Request, response: web.StreamResponse) -> None:
         response.headers[WORKER_HEADER] = value
 
-    async def worker_status(_: web.Request) -> web.Response:
+    async def worker_status(request: web.Request) -> web.Response:
+        bridge.operator(request)  # operators only when auth is on, like /ws/status
         return web.json_response({**bridge.status(), "worker": identity.as_dict()})
 
     app.on_response_prepare.append(stamp)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pathlib import Path
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.auth import AuthFields
+from core.credentials import read_pem
 from core.errors import UnknownTopic
+from core.exposure import check_exposure
 from core.limits import (
     KEEPALIVE_TIME,
     KEEPALIVE_TIMEOUT,
@@ -49,7 +54,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-class CoreSettings(BaseSettings):
+class CoreSettings(AuthFields, BaseSettings):
     """Settings of one core node. Every field is also ``CLEARPATH_CORE_<NAME>``."""
 
     model_config = SettingsConfigDict(env_prefix="CLEARPATH_CORE_", extra="forbid")
@@ -82,12 +87,44 @@ class CoreSettings(BaseSettings):
     )
     max_subscribers: int = Field(10_000, ge=1, description="concurrent Subscribe streams")
     shutdown_grace: float = Field(5.0, ge=0, description="seconds streams get to end on stop")
+    insecure: bool = Field(
+        False, description="allow listening on a non-loopback address with auth off"
+    )
+    publish_rate: float = Field(
+        20_000.0, gt=0, description="auth on: events per second one identity may publish"
+    )
+    publish_burst: int = Field(
+        40_000, ge=1, description="auth on: events one identity may publish in a burst"
+    )
     keepalive_time: float = Field(
         KEEPALIVE_TIME, gt=0, description="seconds between keepalive pings"
     )
     keepalive_timeout: float = Field(
         KEEPALIVE_TIMEOUT, gt=0, description="seconds to wait for a ping ack"
     )
+    max_streams_per_connection: int = Field(
+        1000,
+        ge=1,
+        description="concurrent calls on one client connection (HTTP/2 MAX_CONCURRENT_STREAMS); "
+        "a client's further calls wait for one to end. gRPC channels of one process to one "
+        "address with the same options share a connection, so this caps their sum",
+    )
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate chain of the core: serve TLS (with tls_key)"
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: Path | None = Field(
+        None,
+        description="PEM CA certificate(s): require every client to present a certificate "
+        "signed by it (mutual TLS; needs tls_cert)",
+    )
+
+    @model_validator(mode="after")
+    def _safe_exposure(self) -> CoreSettings:
+        # Auth misconfigured (an unreadable key file, a short secret): refused here,
+        # naming it; auth off on a public address: refused unless --insecure.
+        check_exposure(self.host, auth=self.verifier() is not None, insecure=self.insecure)
+        return self
 
     @model_validator(mode="after")
     def _queue_holds_a_batch(self) -> CoreSettings:
@@ -104,6 +141,34 @@ class CoreSettings(BaseSettings):
                 f"({self.max_event_bytes}) by at least 1024"
             )
         return self
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> CoreSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS)")
+        return self
+
+    @field_validator("tls_cert", "tls_key", "tls_client_ca")
+    @classmethod
+    def _readable_pem(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Refuse an unreadable file at start-up, naming it, not at the first handshake.
+        if value is not None:
+            read_pem(value, "private key" if info.field_name == "tls_key" else "certificate")
+        return value
+
+    def tls_files(self) -> tuple[bytes, bytes, bytes | None] | None:
+        """``(key, certificate chain, client CA or None)`` read now, or None
+        without TLS. ValueError naming a file that cannot be read."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        ca = self.tls_client_ca
+        return (
+            read_pem(self.tls_key, "private key", "tls_key"),
+            read_pem(self.tls_cert, "certificate", "tls_cert"),
+            None if ca is None else read_pem(ca, "certificate", "tls_client_ca"),
+        )
 
     @field_validator("retention")
     @classmethod

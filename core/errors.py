@@ -7,10 +7,14 @@
     │   ├── UnknownTopic     ``unknown_subscription_type``
     │   └── InvalidJson      (bridge) ``invalid_json``
     ├── Unauthenticated      no or bad credentials: UNAUTHENTICATED / ``unauthorized``, close 4001
+    │   ├── TokenExpired     the token expired while connected: ``token_expired``, close 4003
+    │   └── AuthTimeout      no ``auth`` message in time: ``auth_timeout``, close 4008
     ├── PermissionDenied     not allowed: PERMISSION_DENIED / ``forbidden``
     ├── ResourceExhausted    a limit was hit: RESOURCE_EXHAUSTED
     │   ├── SlowConsumer     a subscriber fell behind its queue: ``slow_consumer``, close 1013
-    │   └── RateLimited      too many messages: ``rate_limited``
+    │   ├── RateLimited      too many messages: ``rate_limited``
+    │   ├── PolicyViolation  rate limited again and again: ``policy_violation``, close 1008
+    │   └── TooManyConnections  per identity: ``too_many_connections``, close 4029
     └── Unavailable          a dependency (broker, core) is gone: UNAVAILABLE, close 1013
 
 Transports raise and catch these only; they turn them into a gRPC status with
@@ -23,12 +27,16 @@ from __future__ import annotations
 import grpc
 
 __all__ = [
+    "AuthTimeout",
     "InvalidArgument",
     "PermissionDenied",
+    "PolicyViolation",
     "RateLimited",
     "RealtimeError",
     "ResourceExhausted",
     "SlowConsumer",
+    "TokenExpired",
+    "TooManyConnections",
     "Unauthenticated",
     "Unavailable",
     "UnknownTopic",
@@ -70,6 +78,20 @@ class Unauthenticated(RealtimeError):
     ws_close = 4001
 
 
+class TokenExpired(Unauthenticated):
+    """The token of an open connection expired and was not refreshed."""
+
+    ws_error = "token_expired"
+    ws_close = 4003
+
+
+class AuthTimeout(Unauthenticated):
+    """A socket did not authenticate within the bridge's ``auth_timeout``."""
+
+    ws_error = "auth_timeout"
+    ws_close = 4008
+
+
 class PermissionDenied(RealtimeError):
     """The caller is known but not allowed to do this."""
 
@@ -97,6 +119,20 @@ class RateLimited(ResourceExhausted):
 
     ws_error = "rate_limited"
     ws_close = None
+
+
+class PolicyViolation(ResourceExhausted):
+    """A client went on sending after being rate limited again and again."""
+
+    ws_error = "policy_violation"
+    ws_close = 1008
+
+
+class TooManyConnections(ResourceExhausted):
+    """One identity holds as many connections as it may."""
+
+    ws_error = "too_many_connections"
+    ws_close = 4029
 
 
 class Unavailable(RealtimeError):

@@ -14,6 +14,7 @@ __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_EVENT_BYTES",
     "MAX_MESSAGE_BYTES",
+    "MAX_PING_STRIKES",
     "MAX_STRING_CHARS",
     "MIN_CLIENT_PING_INTERVAL",
     "UPSTREAM_BATCH",
@@ -37,6 +38,9 @@ KEEPALIVE_TIMEOUT = 10.0
 #: The shortest interval between a client's pings that the core tolerates without
 #: data in flight; a client's ``KEEPALIVE_TIME`` must not be shorter.
 MIN_CLIENT_PING_INTERVAL = 5.0
+#: Pings sooner than that the core forgives (its strikes are reset when it sends
+#: data); the next one gets a GOAWAY with "too_many_pings" (gRPC's default, pinned).
+MAX_PING_STRIKES = 2
 
 assert MAX_EVENT_BYTES < MAX_BATCH_BYTES < MAX_MESSAGE_BYTES
 assert KEEPALIVE_TIME >= MIN_CLIENT_PING_INTERVAL

@@ -13,8 +13,10 @@ from grpc_reflection.v1alpha import reflection
 
 from core.broker import Broker, create_broker
 from core.config import CoreSettings
+from core.exposure import warn_if_open
+from core.guard import Authenticator, AuthInterceptor
 from core.hub import Hub
-from core.limits import MIN_CLIENT_PING_INTERVAL
+from core.limits import MAX_PING_STRIKES, MIN_CLIENT_PING_INTERVAL
 from core.service import SERVICE_NAME, RealtimeService, add_to_server
 from core.wire import Delivery
 
@@ -24,7 +26,12 @@ log = logging.getLogger("clearpath.core")
 
 
 def server_options(settings: CoreSettings) -> list[tuple[str, int]]:
-    """Channel options: message size limits, and keepalive that finds dead peers."""
+    """Channel options: message size limits, keepalive that finds dead peers, and
+    the limits a client must keep: a client pinging more often than
+    MIN_CLIENT_PING_INTERVAL without data gets a GOAWAY ("too_many_pings") at its
+    third such ping, and one connection carries at most
+    ``max_streams_per_connection`` calls at once (HTTP/2 MAX_CONCURRENT_STREAMS:
+    gRPC clients queue the further ones until a call ends)."""
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -33,6 +40,8 @@ def server_options(settings: CoreSettings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", int(MIN_CLIENT_PING_INTERVAL * 1000)),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
     ]
 
 
@@ -41,15 +50,31 @@ def create_server(
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A gRPC server with the service, health checking and reflection, bound to
     ``settings.host:settings.port`` but not started; returns it, the bound port
-    (useful with port 0) and its health servicer."""
-    server = grpc.aio.server(options=server_options(settings))
+    (useful with port 0) and its health servicer.
+
+    With ``tls_cert`` and ``tls_key`` the port serves TLS only; with
+    ``tls_client_ca`` too, a client must present a certificate signed by that CA
+    (mutual TLS), or its handshake fails. ValueError naming a file that cannot
+    be read."""
+    # Every call but health checks needs a valid token when auth is on (core.guard).
+    interceptors = [AuthInterceptor(service.auth)] if service.auth.enabled else []
+    server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
     add_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    tls = settings.tls_files()
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        key, cert, client_ca = tls
+        credentials = grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+        )
+        port = server.add_secure_port(address, credentials)
     return server, port, health_servicer
 
 
@@ -66,7 +91,9 @@ class CoreNode:
             on_state=self._broker_state,
         )
         self.hub: Hub[Delivery] = Hub()
-        self.service = RealtimeService(settings, self.broker, self.hub)
+        self.service = RealtimeService(
+            settings, self.broker, self.hub, Authenticator(settings.verifier())
+        )
         self.server, self.port, self._health = create_server(settings, self.service)
         self._tasks: set[asyncio.Task[None]] = set()
         #: False while the broker cannot be reached (health NOT_SERVING meanwhile).
@@ -101,6 +128,7 @@ class CoreNode:
         await self.broker.start(lambda event: hub.dispatch(Delivery(event)))
         await self.server.start()
         await self._set_health(self.broker_up)
+        warn_if_open(log, "the core", self.settings.host, auth=self.service.auth.enabled)
         log.info("core listening on %s (broker %s)", self.address, self.settings.broker_url)
 
     async def stop(self, grace: float | None = None) -> None:

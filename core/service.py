@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -13,10 +14,19 @@ import grpc
 from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2 as spb
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
+from core.auth import Identity
 from core.broker import Broker, HistoryResult
 from core.config import CoreSettings
-from core.errors import InvalidArgument, RealtimeError, ResourceExhausted, SlowConsumer
+from core.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    RealtimeError,
+    ResourceExhausted,
+    SlowConsumer,
+    Unauthenticated,
+)
 from core.filters import Matcher, build_matcher
+from core.guard import Authenticator, PublishRates
 from core.hub import Hub, Subscription
 from core.positions import Floors
 from core.topics import TOPIC_NAMES, topic_name
@@ -70,8 +80,17 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
     """Publish validates and hands events to the broker; Subscribe streams a hub
     subscription. Errors from :mod:`core.errors` become gRPC statuses here, once."""
 
-    def __init__(self, settings: CoreSettings, broker: Broker, hub: Hub[Delivery]) -> None:
+    def __init__(
+        self,
+        settings: CoreSettings,
+        broker: Broker,
+        hub: Hub[Delivery],
+        auth: Authenticator | None = None,
+    ) -> None:
         self._settings = settings
+        #: Who calls (ANONYMOUS for everyone when auth is off), and how fast they publish.
+        self.auth = auth or Authenticator(None)
+        self.rates = PublishRates(settings.publish_rate, settings.publish_burst)
         self._broker = broker
         self._hub = hub
         self._limits = Limits(
@@ -109,8 +128,16 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         context: grpc.aio.ServicerContext[spb.PublishRequest, spb.PublishResponse],
     ) -> spb.PublishResponse:
         try:
+            identity = self.auth.identity(context.invocation_metadata())
             # The request was deserialized for this call: its events are ours to use.
             events = prepare_events(request.events, self._limits, copy=False)
+            if not identity.operator:
+                for i, event in enumerate(events):
+                    if not identity.may_publish(event.topic):
+                        raise PermissionDenied(
+                            f"events[{i}]: this token may not publish to {topic_name(event.topic)}"
+                        )
+            self.rates.take(identity, len(events))
             positions = await self._broker.publish(events)
         except RealtimeError as exc:
             await context.abort(exc.grpc_code, str(exc))
@@ -133,8 +160,10 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
                 # No await from here to hub.add below: a stream either is refused
                 # here or is added before close_streams() and closed by it.
                 raise _ShuttingDown()
+            identity = self.auth.identity(context.invocation_metadata())
             topics, since = _parse_topics(request)
-            matcher = build_matcher(request.filter)
+            request_filter = _allowed_filter(identity, topics, request.filter)
+            matcher = build_matcher(request_filter)
             if self.streams >= self._settings.max_subscribers:
                 raise ResourceExhausted(
                     f"too many subscribers (at most {self._settings.max_subscribers})"
@@ -147,6 +176,7 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             topics, self._settings.queue_size, ready.set, accepts
         )
         sub_id = uuid.uuid4().hex[:12]
+        expired = _expire(identity, sub, ready)
         self._hub.add(sub)
         self._wakers.add(ready)
         self.streams += 1
@@ -157,9 +187,17 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             async for response in self._stream(sub, sub_id, topics, since, ready, batch, matcher):
                 yield response
         except RealtimeError as exc:
-            log.info("subscription %s ended: %s", sub_id, exc)
-            await context.abort(exc.grpc_code, str(exc))
+            ended: RealtimeError = exc
+            if expired is not None and expired.cancelled():
+                ended = Unauthenticated(
+                    "token expired; subscribe again with a fresh token and `since` set to "
+                    "the last position received"
+                )
+            log.info("subscription %s ended: %s", sub_id, ended)
+            await context.abort(ended.grpc_code, str(ended))
         finally:
+            if expired is not None:
+                expired.cancel()
             self._hub.remove(sub)
             self._wakers.discard(ready)
             self.streams -= 1
@@ -172,7 +210,17 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         context: grpc.aio.ServicerContext[spb.HistoryRequest, spb.HistoryResponse],
     ) -> spb.HistoryResponse:
         try:
-            return await self._history_page(request)
+            identity = self.auth.identity(context.invocation_metadata())
+            matcher = None
+            if request.topic in TOPIC_NAMES:
+                spec = _allowed_filter(identity, [request.topic], spb.SubscriptionFilter())
+                matcher = build_matcher(spec)
+            page = await self._history_page(request)
+            if matcher is not None:  # another user's notifications are not shown
+                kept = [e for e in page.events if matcher(e)]
+                del page.events[:]
+                page.events.extend(kept)
+            return page
         except RealtimeError as exc:
             await context.abort(exc.grpc_code, str(exc))
 
@@ -279,6 +327,43 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
                     "history was trimmed past this subscriber while it caught up; "
                     "resubscribe with `since` set to the last position received"
                 )
+
+
+def _allowed_filter(
+    identity: Identity, topics: list[int], spec: spb.SubscriptionFilter
+) -> spb.SubscriptionFilter:
+    """``spec`` as ``identity`` may have it: PermissionDenied for a topic it may not
+    read; a non-operator reads only its own notifications (and everyone's)."""
+    for topic in topics:
+        if not identity.may_subscribe(topic):
+            raise PermissionDenied(f"this token may not subscribe to {topic_name(topic)}")
+    if identity.operator or pb.TOPIC_NOTIFICATIONS not in topics:
+        return spec
+    if spec.user_id and spec.user_id != identity.subject:
+        raise PermissionDenied("filter.user_id: a token reads only its own notifications")
+    mine = spb.SubscriptionFilter()
+    mine.CopyFrom(spec)
+    mine.user_id = identity.subject
+    return mine
+
+
+def _expire(
+    identity: Identity, sub: Subscription[Delivery], ready: asyncio.Event
+) -> asyncio.TimerHandle | None:
+    """End the stream of ``sub`` when the token of ``identity`` expires: the handle
+    is cancelled by then (and by the stream's end otherwise)."""
+    if identity.expires_at is None:
+        return None
+    loop = asyncio.get_running_loop()
+    handle: asyncio.TimerHandle
+
+    def expire() -> None:
+        handle.cancel()  # marks it expired (cancelled) for the stream's end
+        sub.close()
+        ready.set()
+
+    handle = loop.call_at(loop.time() + max(0.0, identity.expires_at - time.time()), expire)
+    return handle
 
 
 def _heartbeat(*, broker_up: bool) -> spb.SubscribeResponse:

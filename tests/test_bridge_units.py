@@ -6,9 +6,9 @@ import pytest
 
 from bridge.frames import text_frame
 from bridge.messages import InvalidJson, Ping, Subscribe, parse
-from bridge.session import TokenBucket
 from core.backoff import Backoff
 from core.errors import InvalidArgument
+from core.rate import TokenBucket
 
 
 def test_token_bucket_allows_a_burst_then_the_rate() -> None:
@@ -53,7 +53,9 @@ def test_client_messages() -> None:
     assert message.data.since.offset == 3
     with pytest.raises(InvalidJson, match="not valid JSON"):
         parse("{")
-    with pytest.raises(InvalidArgument, match="type: must be one of subscribe, unsubscribe, ping"):
+    with pytest.raises(
+        InvalidArgument, match="type: must be one of subscribe, unsubscribe, ping, auth, refresh"
+    ):
         parse('{"type": "dance", "data": {}}')
     with pytest.raises(InvalidArgument, match=r"data\.subscription_type"):
         parse('{"type": "subscribe", "data": {}}')

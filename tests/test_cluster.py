@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from clients.cli.cluster import NGINX_SHARED, Options, plan, prepare, render_nginx
 
@@ -103,9 +103,9 @@ async def start_cluster(folder: Path, *extra: str) -> asyncio.subprocess.Process
 
 
 @asynccontextmanager
-async def running_cluster(folder: Path) -> AsyncIterator[Cluster]:
+async def running_cluster(folder: Path, *extra: str) -> AsyncIterator[Cluster]:
     """The cluster, listening, until the block ends; nothing of it outlives the block."""
-    cluster = Cluster(await start_cluster(folder))
+    cluster = Cluster(await start_cluster(folder, *extra))
     process = cluster.process
     try:
         cluster.front = (await cluster.line(r"cluster listening on (\S+)", START)).group(1)
@@ -201,6 +201,48 @@ async def test_the_cluster_serves_through_the_front_survives_a_bridge_and_stops(
         assert await asyncio.wait_for(cluster.process.wait(), 60) == 0, cluster.log()
         assert cluster.session() == []
     assert list((folder / "redis").rglob("*.aof")), "Redis kept an append-only file"
+
+
+@pytest.mark.timeout(180)
+async def test_the_cluster_with_auth_needs_tokens_through_the_front(tmp_path: Path) -> None:
+    import aiohttp
+
+    from core.auth import mint, read_secret
+
+    folder = tmp_path / "cluster"
+    async with running_cluster(folder, "--auth", "--bridge-workers", "2") as cluster:
+        printed = await cluster.line(r"dashboard \(a 12-hour viewer token\): \S+\?token=(\S+)")
+        viewer = printed.group(1)
+        front = cluster.front.replace("http://", "ws://")
+        # The printed token opens a socket through the front and receives simulated events.
+        async with connect(f"{front}/ws/packages?token={viewer}") as ws:
+            welcome = await frames(ws, 1, events_only=False)
+            assert welcome[0]["data"]["subject"] == "viewer"
+            assert len(await frames(ws, 3)) == 3  # the simulator's token lets it publish
+        # No token: nothing but an error until it authenticates.
+        async with connect(f"{front}/ws/packages") as ws:
+            await ws.send(orjson.dumps({"type": "ping", "data": {}}).decode())
+            [error] = await frames(ws, 1, events_only=False)
+            assert error["data"]["code"] == "unauthorized"
+        # A page of another site cannot open one at all.
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"{front}/ws/packages?token={viewer}", origin="https://evil.example")  # type: ignore[arg-type]
+        assert refused.value.response.status_code == 403
+        # The same origin as the front (nginx passes the Host with its port) is fine.
+        async with connect(f"{front}/ws/packages?token={viewer}", origin=cluster.front) as ws:  # type: ignore[arg-type]
+            assert (await frames(ws, 1, events_only=False))[0]["type"] == "welcome"
+        # Operator endpoints through the front: an operator token of the cluster's secret.
+        secret = read_secret(folder / "auth-secret")
+        operator = mint(subject="ops", key=secret, operator=True)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{cluster.front}/ws/connections") as response:
+                assert response.status == 401
+            headers = {"Authorization": f"Bearer {operator}"}
+            async with http.get(f"{cluster.front}/ws/status", headers=headers) as response:
+                assert response.status == 200
+                status = await response.json()
+                assert status["auth"] is True
+                assert status["upstream"]["state"] == "connected"
 
 
 async def test_a_process_that_cannot_start_stops_the_cluster_with_1(tmp_path: Path) -> None:

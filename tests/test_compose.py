@@ -150,3 +150,36 @@ def test_the_compose_nginx_config_is_valid(tmp_path: Path) -> None:
         check=False,
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_every_setting_in_the_environment_is_a_real_one(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from bridge.config import BridgeSettings
+    from clients.cli._common import SECRET_ENV
+    from core.config import CoreSettings
+
+    known = {
+        "CLEARPATH_CORE_": set(CoreSettings.model_fields),
+        "CLEARPATH_BRIDGE_": set(BridgeSettings.model_fields),
+    }
+    seen = 0
+    for name in built(services):
+        for key in services[name].get("environment", {}):
+            seen += 1
+            if key == SECRET_ENV:
+                continue
+            prefix = next((p for p in known if key.startswith(p)), None)
+            assert prefix is not None, f"{name}: {key} is not a ClearPath setting"
+            assert key[len(prefix) :].lower() in known[prefix], f"{name}: no setting {key}"
+    assert seen >= 7  # auth on every core, bridge and the simulator
+
+
+def test_authentication_is_on_for_every_service_listening_on_all_interfaces(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, command in built(services).items():
+        environment = services[name].get("environment", {})
+        if "0.0.0.0" in command:
+            assert any(k.endswith("_AUTH_SECRET") for k in environment), name
+            assert "--insecure" not in command, name

@@ -15,12 +15,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: The shared kernel: pure modules both the server and its clients use.
 KERNEL = {
+    "core.auth",
     "core.backoff",
     "core.codec",
+    "core.credentials",
     "core.errors",
+    "core.exposure",
     "core.hub",
     "core.limits",
     "core.positions",
+    "core.rate",
     "core.targets",
     "core.topics",
     "core.validation",

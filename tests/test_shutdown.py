@@ -219,7 +219,13 @@ async def start_core_process() -> tuple[asyncio.subprocess.Process, str, asyncio
         sys.executable,
         *("-m", "clients.cli.app", "serve", "--no-bridge", "--grpc-port", "0"),
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "CLEARPATH_CORE_SHUTDOWN_GRACE": str(PROCESS_GRACE)},
+        env={
+            **os.environ,
+            "CLEARPATH_CORE_SHUTDOWN_GRACE": str(PROCESS_GRACE),
+            # Streams here are many per connection on purpose (not the per-connection
+            # cap's test: tests/test_grpc_limits.py): let them all reach the server.
+            "CLEARPATH_CORE_MAX_STREAMS_PER_CONNECTION": "1000",
+        },
     )
     stderr = process.stderr
     assert stderr is not None

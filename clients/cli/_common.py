@@ -5,6 +5,13 @@
 over across (``subscribe`` resumes on the next core, ``publish`` moves on when
 the core cannot be reached). A bad list is a usage error (exit 2) naming the
 bad entry, before anything is sent.
+
+Next to it, how to prove who we are and whom to trust: ``--token`` (default
+``$CLEARPATH_TOKEN``; prefer the variable, a flag shows in ``ps``), sent as
+``authorization: Bearer``; ``--tls-ca`` turns TLS on and names the CA the core's
+certificate must chain to; ``--tls-cert`` and ``--tls-key`` are the client's
+certificate for a core that requires one (mutual TLS). A file that cannot be
+read is a usage error (exit 2) naming it.
 """
 
 from __future__ import annotations
@@ -16,17 +23,25 @@ import signal
 import sys
 import threading
 from collections.abc import Coroutine
-from typing import Any
+from pathlib import Path
+from typing import Any, TypedDict
 
 from clients.sdk import DEFAULT_TARGET, ClearPathError, InvalidArgumentError, UnavailableError
+from core.auth import self_signer
+from core.credentials import TOKEN_ENV, PemKind, TokenSource, read_pem
 from core.errors import InvalidArgument
 from core.targets import parse_targets
+
+#: A signing secret a development CLI signs its own token with when it has no token.
+SECRET_ENV = "CLEARPATH_AUTH_SECRET"
 
 __all__ = [
     "EXIT_ERROR",
     "EXIT_OK",
     "EXIT_USAGE",
+    "ClientOptions",
     "add_core_option",
+    "client_options",
     "core_target",
     "fail",
     "run_async",
@@ -36,16 +51,86 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def add_core_option(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
-    """Add ``--core HOST:PORT[,HOST:PORT...]``. With ``suppress`` an absent flag
-    leaves the namespace alone, so a parent parser and its subparsers can both offer it."""
+    """Add ``--core HOST:PORT[,HOST:PORT...]`` and the credentials to use with it,
+    ``--token``, ``--tls-ca``, ``--tls-cert`` and ``--tls-key``. With ``suppress``
+    an absent flag leaves the namespace alone, so a parent parser and its
+    subparsers can both offer them."""
+    default = argparse.SUPPRESS if suppress else None
     parser.add_argument(
         "--core",
         metavar="HOST:PORT[,HOST:PORT...]",
         type=_core_list,
-        default=argparse.SUPPRESS if suppress else None,
+        default=default,
         help="the core's gRPC address, or several cores sharing one broker to fail over "
         f"across (default: $CLEARPATH_CORE or {DEFAULT_TARGET})",
     )
+    parser.add_argument(
+        "--token",
+        default=default,
+        help=f"bearer token sent with every call (default: ${TOKEN_ENV}, which, unlike "
+        "a flag, other users cannot see in the process list)",
+    )
+    parser.add_argument(
+        "--tls-ca",
+        metavar="PEM",
+        type=Path,
+        default=default,
+        help="use TLS, trusting this CA for the core's certificate",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        type=Path,
+        default=default,
+        help="client certificate for a core that requires one (mutual TLS; with --tls-key)",
+    )
+    parser.add_argument(
+        "--tls-key", metavar="PEM", type=Path, default=default, help="the --tls-cert's private key"
+    )
+
+
+class ClientOptions(TypedDict):
+    """The credentials keywords of :class:`clients.sdk.Client`, from the flags."""
+
+    token: TokenSource | None
+    tls_ca: Path | None
+    tls_cert: Path | None
+    tls_key: Path | None
+
+
+def client_options(args: argparse.Namespace) -> ClientOptions:
+    """``--token`` (else ``$CLEARPATH_TOKEN``) and the ``--tls-*`` files, checked
+    now: a missing or unreadable file, or a certificate without its key, exits 2
+    naming it, before anything is sent."""
+    token: TokenSource | None = getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None
+    if token is None and (secret := os.environ.get(SECRET_ENV)):
+        # Development: whoever holds the signing secret may as well sign its own
+        # short-lived token (what docker-compose.yml's simulator does).
+        try:
+            token = self_signer(secret, subject="clearpath-cli", publish=["*"], operator=True)
+            token()  # a secret too short for HS256: refused now, exit 2
+        except ValueError as exc:
+            raise SystemExit(fail(f"${SECRET_ENV}: {exc}", EXIT_USAGE)) from None
+    options = ClientOptions(
+        token=token,
+        tls_ca=getattr(args, "tls_ca", None),
+        tls_cert=getattr(args, "tls_cert", None),
+        tls_key=getattr(args, "tls_key", None),
+    )
+    if (options["tls_cert"] is None) != (options["tls_key"] is None):
+        raise SystemExit(fail("--tls-cert and --tls-key go together: give both", EXIT_USAGE))
+    files: list[tuple[str, Path | None, PemKind]] = [
+        ("--tls-ca", options["tls_ca"], "certificate"),
+        ("--tls-cert", options["tls_cert"], "certificate"),
+        ("--tls-key", options["tls_key"], "private key"),
+    ]
+    for flag, path, kind in files:
+        if path is not None:
+            try:
+                read_pem(path, kind, flag)
+            except ValueError as exc:
+                raise SystemExit(fail(str(exc), EXIT_USAGE)) from None
+    return options
 
 
 def _core_list(value: str) -> str:

@@ -11,18 +11,18 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from clients.cli import cluster, publish, serve, simulate, status, subscribe
+from clients.cli import cluster, publish, serve, simulate, status, subscribe, token
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = [publish, subscribe, status, simulate, serve, cluster]
+COMMANDS = [publish, subscribe, status, simulate, serve, cluster, token]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="clearpath",
-        description="ClearPath Realtime: publish, subscribe, simulate, status, serve.",
+        description="ClearPath Realtime: publish, subscribe, simulate, status, serve, token.",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.auth import mint, read_secret
 from core.backoff import Backoff
 
 __all__ = ["Options", "Spec", "Supervisor", "plan", "register", "render_nginx"]
@@ -133,6 +135,14 @@ def register(sub: Any) -> None:
     parser.add_argument("--seed", type=int, help="simulator seed (reproducible traffic)")
     parser.add_argument("--no-simulate", action="store_true", help="run without the simulator")
     parser.add_argument(
+        "--auth",
+        action="store_true",
+        default=_env("AUTH", "") not in ("", "0"),
+        help="authentication on: an HS256 secret in DIR/auth-secret that cores and bridges "
+        "verify; bridges sign their own operator tokens, the simulator gets a publish token, "
+        "and a dashboard URL with a viewer token is printed",
+    )
+    parser.add_argument(
         "--no-restart",
         action="store_true",
         help="a process that exits ends the cluster (default: it is restarted)",
@@ -168,6 +178,7 @@ class Options:
     rate: float = 20.0
     seed: int | None = None
     simulate: bool = True
+    auth: bool = False
     nginx: str = "nginx"
     redis_server: str = "redis-server"
     python: str = sys.executable
@@ -185,6 +196,8 @@ class Spec:
     port: int | None = None
     ping: bool = False
     ready_line: bytes = b""
+    #: Environment variables set for the process (beside the supervisor's own).
+    env: tuple[tuple[str, str], ...] = ()
 
 
 def plan(opts: Options) -> list[list[Spec]]:
@@ -198,6 +211,15 @@ def plan(opts: Options) -> list[list[Spec]]:
         # With the list, each starts on its own core and fails over to the others.
         k = i % len(cores)
         return ",".join(cores[k:] + cores[:k]) if opts.bridge_core_list else cores[k]
+
+    # --auth: one HS256 secret for all; bridges sign their own upstream tokens with it.
+    secret = str(auth_secret_file(opts))
+    core_env = (("CLEARPATH_CORE_AUTH_SECRET_FILE", secret),) if opts.auth else ()
+    bridge_env = (
+        # nginx in front: the client's address is what it forwards (per-address caps).
+        ("CLEARPATH_BRIDGE_TRUSTED_PROXIES", LOOPBACK),
+        *((("CLEARPATH_BRIDGE_AUTH_SECRET_FILE", secret),) if opts.auth else ()),
+    )
 
     # Ports, hosts and URLs hold no spaces; paths may, so they are never split.
     redis_flags = "--appendonly yes --appendfsync everysec --daemonize no --protected-mode yes"
@@ -223,6 +245,7 @@ def plan(opts: Options) -> list[list[Spec]]:
             ),
             f"{LOOPBACK}:{port} (broker {redis_url})",
             port,
+            env=core_env,
         )
         for i, port in enumerate(opts.core_ports)
     ]
@@ -238,6 +261,7 @@ def plan(opts: Options) -> list[list[Spec]]:
             port,
             # The port answers once one worker listens; this line, once all do.
             ready_line=b"bridge listening on ",
+            env=bridge_env,
         )
         for i, port in enumerate(opts.bridge_ports)
     ]
@@ -255,7 +279,12 @@ def plan(opts: Options) -> list[list[Spec]]:
         argv = [*clearpath, "simulate", "--core", core_of(0), "--rate", f"{opts.rate:g}"]
         if opts.seed is not None:
             argv += ["--seed", str(opts.seed)]
-        stages.append([Spec("simulator", tuple(argv), f"{opts.rate:g} events/s to {core_of(0)}")])
+        env: tuple[tuple[str, str], ...] = ()
+        if opts.auth:
+            publisher = cluster_token(opts, "simulator", 30 * 86400, publish=["*"])
+            env = (("CLEARPATH_TOKEN", publisher),)
+        serves = f"{opts.rate:g} events/s to {core_of(0)}"
+        stages.append([Spec("simulator", tuple(argv), serves, env=env)])
     return stages
 
 
@@ -386,6 +415,7 @@ class Supervisor:
             *_die_with_parent(),
             *spec.argv,
             stdin=asyncio.subprocess.DEVNULL,
+            env={**os.environ, **dict(spec.env)} if spec.env else None,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             limit=LINE_LIMIT,
@@ -545,6 +575,7 @@ def options(args: argparse.Namespace) -> Options:
         rate=args.rate,
         seed=args.seed,
         simulate=not args.no_simulate,
+        auth=args.auth,
         nginx=args.nginx or _binary("nginx"),
         redis_server=args.redis_server or _binary("redis-server"),
     )
@@ -557,6 +588,21 @@ def prepare(opts: Options) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     (state / ".gitignore").write_text("# clearpath cluster's state\n*\n")
     (state / "nginx" / "nginx.conf").write_text(render_nginx(opts))
+    secret = auth_secret_file(opts)
+    if opts.auth and not secret.exists():
+        secret.touch(mode=0o600)
+        secret.write_text(secrets.token_urlsafe(48) + "\n")
+
+
+def auth_secret_file(opts: Options) -> Path:
+    """Where ``--auth`` keeps the cluster's HS256 secret (made once, kept across runs)."""
+    return opts.dir.resolve() / "auth-secret"
+
+
+def cluster_token(opts: Options, subject: str, lifetime: float, **claims: Any) -> str:
+    """A token of the cluster's secret (``--auth``)."""
+    secret = read_secret(auth_secret_file(opts))
+    return mint(subject=subject, key=secret, lifetime=lifetime, **claims)
 
 
 def _missing(opts: Options) -> list[str]:
@@ -623,7 +669,16 @@ async def _supervise(stages: list[list[Spec]], opts: Options, *, restart: bool) 
             return 0  # interrupted while starting (a Ctrl-C reaches every process)
         log.error("cluster: %s", exc)
         return 1
-    log.info("cluster listening on http://%s:%d", _reach(opts.front_host), opts.front_port)
+    front = f"http://{_reach(opts.front_host)}:{opts.front_port}"
+    log.info("cluster listening on %s", front)
+    if opts.auth:
+        viewer = cluster_token(opts, "viewer", 12 * 3600)
+        log.info("cluster: dashboard (a 12-hour viewer token): %s/?token=%s", front, viewer)
+        log.info(
+            "cluster: more tokens: clearpath token --secret-file %s --subject NAME "
+            "[--operator] [--publish '*']",
+            auth_secret_file(opts),
+        )
     failed = asyncio.create_task(supervisor.failed.wait())
     await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
     for task in (stopped, failed):

@@ -19,7 +19,16 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from clearpath.realtime.v1 import events_pb2 as pb
-from clients.cli._common import EXIT_OK, EXIT_USAGE, add_core_option, core_target, fail, run_async
+from clients.cli._common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    ClientOptions,
+    add_core_option,
+    client_options,
+    core_target,
+    fail,
+    run_async,
+)
 from clients.cli._lines import Line, LineReader, Progress
 from clients.cli._protos import comment, event_types
 from clients.sdk import Client
@@ -171,19 +180,19 @@ def _escape(text: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Publish what the arguments describe; exit 2 for bad input, 1 for failures."""
     parser: argparse.ArgumentParser = args.publish_parser
-    target = core_target(args)
+    target, options = core_target(args), client_options(args)
     if args.stdin or args.event_type == _STDIN_COMMAND:
         if args.json is not None:
             parser.error("--json and --stdin exclude each other")
         batch = getattr(args, "batch_size", DEFAULT_BATCH)
         if batch < 1:
             parser.error("--batch-size must be at least 1")
-        return run_async(_publish_lines(target, batch), target)
+        return run_async(_publish_lines(target, options, batch), target)
     try:
         event = _single_event(args, parser)
     except InvalidArgument as exc:
         parser.error(str(exc))
-    return run_async(_publish_one(target, event), target)
+    return run_async(_publish_one(target, options, event), target)
 
 
 def _single_event(args: argparse.Namespace, parser: argparse.ArgumentParser) -> pb.Event:
@@ -216,8 +225,8 @@ def _validated(event: pb.Event, where: str = "") -> pb.Event:
     return event
 
 
-async def _publish_one(target: str, event: pb.Event) -> int:
-    async with Client(target) as client:
+async def _publish_one(target: str, options: ClientOptions, event: pb.Event) -> int:
+    async with Client(target, **options) as client:
         (result,) = await client.publish(event)
     out = {
         "id": result.id,
@@ -238,13 +247,13 @@ def event_from_line(number: int, line: bytes) -> pb.Event:
     return _validated(event_from_frame(frame, f"{where}: event"), where)
 
 
-async def _publish_lines(target: str, batch_size: int) -> int:
+async def _publish_lines(target: str, options: ClientOptions, batch_size: int) -> int:
     stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else _encoded(sys.stdin)
     progress = Progress(sys.stderr, Progress.size_of(stream), enabled=sys.stderr.isatty())
     reader = LineReader(stream)
     sent = calls = 0
     try:
-        async with Client(target) as client:
+        async with Client(target, **options) as client:
             async for batch in reader.batches(batch_size, flush_after=0.5):
                 events, errors = _parse_batch(batch)
                 if errors:

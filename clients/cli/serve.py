@@ -8,14 +8,18 @@ import logging
 import os
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from bridge.app import BridgeNode
 from bridge.config import BridgeSettings
+from bridge.upstream import core_credentials
 from bridge.workers import run_pool
+from clients.sdk import Client
 from core.config import CoreSettings
+from core.credentials import ClientCredentials
 from core.server import CoreNode, wait_for_signal
 
 __all__ = ["register"]
@@ -32,6 +36,7 @@ def register(sub: Any) -> None:
     )
     _core_flags(serve)
     _bridge_flags(serve)
+    _upstream_flags(serve, "the embedded bridge and simulator")
     serve.add_argument("--no-bridge", action="store_true", help="run the core alone")
     serve.add_argument(
         "--simulate", action="store_true", help="also publish simulated logistics traffic"
@@ -44,6 +49,7 @@ def register(sub: Any) -> None:
         "bridge", help="run a WebSocket bridge against a core elsewhere"
     )
     _bridge_flags(alone)
+    _upstream_flags(alone, "the bridge")
     alone.add_argument(
         "--core",
         help="the core's address HOST:PORT, or several sharing one broker, a:50051,b:50051 "
@@ -87,9 +93,26 @@ def _core_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-replicas", type=int, help="Redis: replicas that must acknowledge a Publish (WAIT)"
     )
+    parser.add_argument(
+        "--tls-cert", type=Path, metavar="PEM", help="serve gRPC over TLS with this certificate"
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="the --tls-cert's private key")
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="PEM",
+        help="require client certificates signed by this CA (mutual TLS; needs --tls-cert)",
+    )
 
 
 def _bridge_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow listening on a non-loopback address with authentication off "
+        "(auth is configured with CLEARPATH_CORE_AUTH_* / CLEARPATH_BRIDGE_AUTH_*)",
+    )
     parser.add_argument("--http-host", help="bridge address to bind (default 127.0.0.1)")
     parser.add_argument("--http-port", type=int, help="bridge port (default 8000; 0: free)")
     parser.add_argument("--send-queue-bytes", type=int, help="bytes queued per socket at most")
@@ -97,6 +120,30 @@ def _bridge_flags(parser: argparse.ArgumentParser) -> None:
         "--slow-timeout", type=float, help="seconds a socket may take nothing before it is closed"
     )
     parser.add_argument("--ping-interval", type=float, help="seconds between WebSocket pings")
+
+
+def _upstream_flags(parser: argparse.ArgumentParser, who: str) -> None:
+    """How the bridge's upstream (and, with ``serve``, the simulator) dials the core."""
+    parser.add_argument(
+        "--core-token",
+        help=f"bearer token for the core, sent by {who} (prefer $CLEARPATH_BRIDGE_CORE_TOKEN: "
+        "a flag shows in the process list)",
+    )
+    parser.add_argument(
+        "--core-tls-ca",
+        type=Path,
+        metavar="PEM",
+        help="dial the core over TLS, trusting this CA for its certificate",
+    )
+    parser.add_argument(
+        "--core-tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="client certificate for a core requiring one (mutual TLS; with --core-tls-key)",
+    )
+    parser.add_argument(
+        "--core-tls-key", type=Path, metavar="PEM", help="the --core-tls-cert's private key"
+    )
 
 
 def _given(values: dict[str, Any]) -> dict[str, Any]:
@@ -110,12 +157,16 @@ def core_settings(args: argparse.Namespace) -> CoreSettings:
             {
                 "host": args.host,
                 "port": args.grpc_port,
+                "insecure": args.insecure,
                 "broker_url": args.broker_url,
                 "history_size": args.history_size,
                 "queue_size": args.queue_size,
                 "heartbeat_interval": args.heartbeat_interval,
                 "retention": args.retention,
                 "min_replicas": args.min_replicas,
+                "tls_cert": args.tls_cert,
+                "tls_key": args.tls_key,
+                "tls_client_ca": args.tls_client_ca,
             }
         )
     )
@@ -128,10 +179,15 @@ def bridge_settings(args: argparse.Namespace, core: str | None) -> BridgeSetting
             {
                 "host": args.http_host,
                 "port": args.http_port,
+                "insecure": args.insecure,
                 "core": core,
                 "send_queue_bytes": args.send_queue_bytes,
                 "slow_timeout": args.slow_timeout,
                 "ping_interval": args.ping_interval,
+                "core_token": args.core_token,
+                "core_tls_ca": args.core_tls_ca,
+                "core_tls_cert": args.core_tls_cert,
+                "core_tls_key": args.core_tls_key,
             }
         )
     )
@@ -187,7 +243,8 @@ async def _serve(args: argparse.Namespace) -> None:
             bridge = BridgeNode(bridge_settings(args, core.address))
             await bridge.start()
         if args.simulate:
-            simulator = asyncio.create_task(_simulate(core.address, args.rate, args.seed))
+            upstream = core_credentials(bridge_settings(args, core.address))
+            simulator = asyncio.create_task(_simulate(core.address, upstream, args.rate, args.seed))
         await wait_for_signal()
     finally:
         if simulator is not None:
@@ -207,10 +264,21 @@ async def _bridge(settings: BridgeSettings) -> None:
         await bridge.stop()
 
 
-async def _simulate(target: str, rate: float, seed: int | None) -> None:
+async def _simulate(
+    target: str, credentials: ClientCredentials, rate: float, seed: int | None
+) -> None:
     try:
         from clients.simulator import run_simulator  # type: ignore[import-not-found,attr-defined,unused-ignore]
     except ImportError:
         log.warning("the simulator is not available in this build")
         return
-    await run_simulator(target, rate=rate, seed=seed)
+    # The simulator dials the core as the embedded bridge does (--core-token, --core-tls-*).
+    client = Client(
+        target,
+        token=credentials.token,
+        tls_ca=credentials.ca,
+        tls_cert=credentials.cert,
+        tls_key=credentials.key,
+    )
+    async with client:
+        await run_simulator(client, rate=rate, seed=seed)

@@ -7,7 +7,15 @@ import sys
 import time
 from typing import Any
 
-from clients.cli._common import EXIT_OK, add_core_option, core_target, run_async
+from clients.cli._common import (
+    EXIT_OK,
+    ClientOptions,
+    add_core_option,
+    client_options,
+    core_target,
+    run_async,
+)
+from clients.sdk import Client
 from clients.simulator import run_simulator
 
 __all__ = ["register"]
@@ -41,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
         args.count is not None and args.count < 1
     ):
         parser.error("--duration and --count must be positive")
-    target = core_target(args)
-    return run_async(_simulate(args, target), target)
+    target, options = core_target(args), client_options(args)
+    return run_async(_simulate(args, target, options), target)
 
 
-async def _simulate(args: argparse.Namespace, target: str) -> int:
+async def _simulate(args: argparse.Namespace, target: str, options: ClientOptions) -> int:
     tty = sys.stderr.isatty()
     started = time.monotonic()
     total = 0
@@ -60,15 +68,16 @@ async def _simulate(args: argparse.Namespace, target: str) -> int:
 
     print(f"simulating {args.packages} packages at {args.rate:g} events/s", file=sys.stderr)
     try:
-        await run_simulator(
-            target,
-            rate=args.rate,
-            packages=args.packages,
-            seed=args.seed,
-            stop=args.duration,
-            count=args.count,
-            on_progress=progress,
-        )
+        async with Client(target, **options) as client:
+            await run_simulator(
+                client,
+                rate=args.rate,
+                packages=args.packages,
+                seed=args.seed,
+                stop=args.duration,
+                count=args.count,
+                on_progress=progress,
+            )
     finally:
         if tty:
             sys.stderr.write("\r\033[K")

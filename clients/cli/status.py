@@ -11,8 +11,17 @@ from typing import Any
 import aiohttp
 
 from clearpath.realtime.v1 import service_pb2 as spb
-from clients.cli._common import EXIT_ERROR, EXIT_OK, add_core_option, core_target, run_async
+from clients.cli._common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    ClientOptions,
+    add_core_option,
+    client_options,
+    core_target,
+    run_async,
+)
 from clients.sdk import ClearPathError, Client
+from core.credentials import TokenSource
 
 #: The service's full name, read from the protos' descriptors.
 SERVICE_NAME: str = spb.DESCRIPTOR.services_by_name["RealtimeService"].full_name
@@ -42,23 +51,25 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the table; exit 1 when the core is not serving."""
-    target = core_target(args)
+    target, options = core_target(args), client_options(args)
     bridge = args.bridge if args.bridge is not None else os.environ.get("CLEARPATH_BRIDGE")
     bridge = DEFAULT_BRIDGE if bridge is None else bridge
-    return run_async(_status(target, bridge.rstrip("/"), args.timeout), target)
+    return run_async(_status(target, options, bridge.rstrip("/"), args.timeout), target)
 
 
-async def _status(target: str, bridge: str, wait: float) -> int:
+async def _status(target: str, options: ClientOptions, bridge: str, wait: float) -> int:
     core_rows, bridge_rows = await asyncio.gather(
-        _core_rows(target, wait), _bridge_rows(bridge, wait)
+        _core_rows(target, options, wait), _bridge_rows(bridge, wait, options["token"])
     )
     print(render_table([("component", "item", "value"), *core_rows, *bridge_rows]))
     return EXIT_OK if core_rows[1][2] == "SERVING" else EXIT_ERROR
 
 
-async def _core_rows(target: str, wait: float) -> list[tuple[str, str, str]]:
+async def _core_rows(
+    target: str, options: ClientOptions, wait: float
+) -> list[tuple[str, str, str]]:
     rows = [("core", "address", target)]
-    async with Client(target, timeout=wait) as client:
+    async with Client(target, timeout=wait, **options) as client:
         for label, service in (("health", ""), (SERVICE_NAME, SERVICE_NAME)):
             try:
                 status = await client.health(service)
@@ -68,15 +79,21 @@ async def _core_rows(target: str, wait: float) -> list[tuple[str, str, str]]:
     return rows
 
 
-async def _bridge_rows(bridge: str, wait: float) -> list[tuple[str, str, str]]:
+async def _bridge_rows(
+    bridge: str, wait: float, token: TokenSource | None
+) -> list[tuple[str, str, str]]:
     if not bridge:
         return []
     url = f"{bridge}/ws/status"
     rows = [("bridge", "url", url)]
+    # An operator token sees the details; without one a bridge with auth on says
+    # only whether events flow.
+    value = token() if callable(token) else token
+    headers = {"Authorization": f"Bearer {value}"} if value else {}
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=wait)) as session,
-            session.get(url) as response,
+            session.get(url, headers=headers) as response,
         ):
             if response.status != 200:
                 return [*rows, ("bridge", "status", f"HTTP {response.status}")]

@@ -11,7 +11,14 @@ import argparse
 import sys
 from typing import Any
 
-from clients.cli._common import EXIT_OK, add_core_option, core_target, run_async
+from clients.cli._common import (
+    EXIT_OK,
+    ClientOptions,
+    add_core_option,
+    client_options,
+    core_target,
+    run_async,
+)
 from clients.sdk import Client, Gap, StreamPosition, SubscriptionFilter
 from core.codec import encode_frame, event_to_frame
 from core.topics import TOPIC_NAMES
@@ -92,12 +99,13 @@ def run(args: argparse.Namespace) -> int:
         parser.error(str(exc))
     if args.count is not None and args.count < 1:
         parser.error("--count must be at least 1")
-    target = core_target(args)
-    return run_async(_stream(target, args.topics, filters, since, args.count), target)
+    target, options = core_target(args), client_options(args)
+    return run_async(_stream(target, options, args.topics, filters, since, args.count), target)
 
 
 async def _stream(
     target: str,
+    options: ClientOptions,
     topics: list[str],
     filters: dict[str, list[str] | str],
     since: dict[str, StreamPosition],
@@ -105,7 +113,7 @@ async def _stream(
 ) -> int:
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
     received = 0
-    client = Client(target)
+    client = Client(target, **options)
     async with client, client.subscribe(topics, filters=filters, since=since) as sub:
         print(f"subscribed to {', '.join(topics)}", file=sys.stderr, flush=True)
         async for item in sub:

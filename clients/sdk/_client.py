@@ -7,6 +7,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeAlias, TypeVar
 
@@ -26,9 +27,16 @@ from clients.sdk._convert import (
     to_since,
     to_topics,
 )
-from clients.sdk._errors import ClearPathError, RpcError, from_grpc, from_invalid
+from clients.sdk._errors import (
+    ClearPathError,
+    InvalidArgumentError,
+    RpcError,
+    from_grpc,
+    from_invalid,
+)
 from clients.sdk._resume import Gap, ResumeState
 from core.backoff import Backoff
+from core.credentials import ClientCredentials, TokenSource, open_channel
 from core.errors import InvalidArgument
 from core.limits import channel_options
 from core.targets import TargetRing, parse_targets
@@ -61,11 +69,25 @@ class Client:
     ``target`` is ``host:port``, a comma-separated list ``"a:50051,b:50051"``,
     or a list of addresses (default: ``$CLEARPATH_CORE``, else
     ``localhost:50051``); a bad address raises :class:`InvalidArgumentError`
-    naming it. ``token`` (default: ``$CLEARPATH_TOKEN``) is sent as
-    ``authorization: Bearer <token>`` with every call; ``timeout`` bounds each
-    unary call in seconds (None: no bound); ``backoff`` paces the reconnects
-    of subscriptions. Use it as ``async with Client() as client:``, or call
-    :meth:`close` when done. Connections are opened on first use.
+    naming it. ``timeout`` bounds each unary call in seconds (None: no bound);
+    ``backoff`` paces the reconnects of subscriptions. Use it as
+    ``async with Client() as client:``, or call :meth:`close` when done.
+    Connections are opened on first use.
+
+    Credentials, the same for every address:
+
+    * ``token`` (default: ``$CLEARPATH_TOKEN``) is sent as
+      ``authorization: Bearer <token>`` with every call, health checks
+      included. It may be a function of no arguments returning the current
+      token, called again for each call and each (re)opened subscription, so a
+      token refreshed elsewhere is picked up without a new client.
+    * ``tls_ca`` (a PEM file) turns TLS on: the core's certificate must chain
+      to it and name the host dialled. ``tls_cert`` and ``tls_key`` (PEM files,
+      both or neither) are this client's certificate for a core that requires
+      one (mutual TLS); given without ``tls_ca`` they also turn TLS on, with
+      the system's trusted roots. Without any of them the connection is
+      plaintext. A file that cannot be read raises
+      :class:`InvalidArgumentError` naming it, here.
 
     With several addresses (cores sharing one broker, so that positions mean
     the same on each), calls go to one of them, :attr:`target`, and the client
@@ -79,7 +101,10 @@ class Client:
         target: str | Iterable[str] | None = None,
         *,
         timeout: float | None = 10.0,
-        token: str | None = None,
+        token: TokenSource | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
         backoff: Backoff = Backoff(),  # noqa: B008 - frozen, so sharing it is safe
     ) -> None:
         given: str | list[str]
@@ -99,11 +124,23 @@ class Client:
         self._ring = TargetRing(self.targets)
         self.timeout = timeout
         self.backoff = backoff
-        token = token if token is not None else os.environ.get("CLEARPATH_TOKEN")
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
-        )
+        try:
+            self._credentials = ClientCredentials(
+                token=token if token is not None else ClientCredentials.from_env().token,
+                ca=_path(tls_ca),
+                cert=_path(tls_cert),
+                key=_path(tls_key),
+            )
+            if self._credentials.tls:
+                self._credentials.channel_credentials()  # an unreadable file fails here
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from exc
         self._channels: dict[str, grpc.aio.Channel] = {}
+
+    @property
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        """The credentials' metadata a call would carry now (sent by the channel)."""
+        return self._credentials.metadata()
 
     @property
     def target(self) -> str:
@@ -128,21 +165,24 @@ class Client:
         await asyncio.gather(*(channel.close() for channel in channels.values()))
 
     def _channel(self, address: str) -> grpc.aio.Channel:
-        """The channel to ``address``, opened on first use."""
+        """The channel to ``address``, opened on first use (with TLS and the token
+        when configured; InvalidArgumentError when a PEM file became unreadable)."""
         channel = self._channels.get(address)
         if channel is None:
             backoff_ms = (int(self.backoff.initial * 1000), int(self.backoff.maximum * 1000))
-            channel = self._channels[address] = grpc.aio.insecure_channel(
-                address,
-                options=[
-                    # Let the channel itself retry as eagerly as our backoff does.
-                    ("grpc.initial_reconnect_backoff_ms", backoff_ms[0]),
-                    ("grpc.min_reconnect_backoff_ms", backoff_ms[0]),
-                    ("grpc.max_reconnect_backoff_ms", backoff_ms[1]),
-                    # Message sizes and keepalive as the core allows them.
-                    *channel_options(),
-                ],
-            )
+            options = [
+                # Let the channel itself retry as eagerly as our backoff does.
+                ("grpc.initial_reconnect_backoff_ms", backoff_ms[0]),
+                ("grpc.min_reconnect_backoff_ms", backoff_ms[0]),
+                ("grpc.max_reconnect_backoff_ms", backoff_ms[1]),
+                # Message sizes and keepalive as the core allows them.
+                *channel_options(),
+            ]
+            try:
+                channel = open_channel(address, self._credentials, options)
+            except ValueError as exc:
+                raise InvalidArgumentError(str(exc)) from exc
+            self._channels[address] = channel
         return channel
 
     def _stub(self, address: str) -> sgrpc.RealtimeServiceAsyncStub:
@@ -218,9 +258,7 @@ class Client:
 
         async def send(channel: grpc.aio.Channel, budget: float | None) -> spb.PublishResponse:
             stub = sgrpc.RealtimeServiceStub(channel)
-            response: spb.PublishResponse = await stub.Publish(
-                request, timeout=budget, metadata=self._metadata
-            )
+            response: spb.PublishResponse = await stub.Publish(request, timeout=budget)
             return response
 
         return list((await self._unary(send, idempotent=False)).results)
@@ -257,11 +295,15 @@ class Client:
 
         async def send(channel: grpc.aio.Channel, budget: float | None) -> int:
             stub = health_pb2_grpc.HealthStub(channel)
-            response = await stub.Check(request, timeout=budget, metadata=self._metadata)
+            response = await stub.Check(request, timeout=budget)
             return int(response.status)
 
         status = await self._unary(send, idempotent=True)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+
+
+def _path(value: str | os.PathLike[str] | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 async def _connects(channel: grpc.aio.Channel, within: float | None) -> bool:
@@ -398,7 +440,7 @@ class Subscription:
             request.since.extend(self._state.request_since())
             self._address = self._client.target
             stub = self._client._stub(self._address)
-            call = stub.Subscribe(request, metadata=self._client._metadata)
+            call = stub.Subscribe(request)
             try:
                 first = await call.read()
             except grpc.aio.AioRpcError as exc:

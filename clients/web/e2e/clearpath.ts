@@ -27,15 +27,24 @@ const TERM_GRACE_MS = 5_000;
 const KILL_GRACE_MS = 3_000;
 const CLI_TIMEOUT_MS = 30_000;
 
-/** Environment for every child: the dashboard build, and nothing that would bend the settings. */
-function childEnv(): NodeJS.ProcessEnv {
+/** Variables a test sets for one child (e.g. `CLEARPATH_CORE_AUTH_SECRET`, `CLEARPATH_TOKEN`). */
+export type ExtraEnv = Readonly<Record<string, string>>;
+
+/**
+ * Environment for every child: the dashboard build, and nothing that would bend the
+ * settings or the credentials (no inherited `CLEARPATH_CORE*`, `CLEARPATH_BRIDGE_*`,
+ * `CLEARPATH_TOKEN`, `CLEARPATH_AUTH_SECRET`), then what the test asks for in `extra`.
+ */
+function childEnv(extra: ExtraEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith('CLEARPATH_CORE') && !k.startsWith('CLEARPATH_BRIDGE_')) env[k] = v;
+    if (k.startsWith('CLEARPATH_CORE') || k.startsWith('CLEARPATH_BRIDGE_')) continue;
+    if (k === 'CLEARPATH_TOKEN' || k === 'CLEARPATH_AUTH_SECRET') continue;
+    env[k] = v;
   }
   env['CLEARPATH_BRIDGE_STATIC_DIR'] = DIST_DIR;
   env['PYTHONUNBUFFERED'] = '1';
-  return env;
+  return { ...env, ...extra };
 }
 
 export function clearpathAvailable(): boolean {
@@ -85,10 +94,11 @@ export async function startClearpath(
   name: string,
   args: string[],
   expect: { core?: boolean; bridge?: boolean },
+  env: ExtraEnv = {},
 ): Promise<Service> {
   const child = spawn(CLEARPATH_BIN, ['--log-level', 'INFO', ...args], {
     cwd: REPO_ROOT,
-    env: childEnv(),
+    env: childEnv(env),
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
@@ -177,9 +187,9 @@ export function freePort(): Promise<number> {
 }
 
 /** Runs a short-lived `clearpath` command; rejects on a non-zero exit or after CLI_TIMEOUT_MS. */
-export function runClearpath(args: string[], input?: string): Promise<{ stdout: string; stderr: string }> {
+export function runClearpath(args: string[], input?: string, env: ExtraEnv = {}): Promise<{ stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(CLEARPATH_BIN, args, { cwd: REPO_ROOT, env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(CLEARPATH_BIN, args, { cwd: REPO_ROOT, env: childEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
@@ -212,17 +222,23 @@ export interface Published {
   position: { offset: number; epoch: string };
 }
 
+/** The environment of a publisher with `token` (in `$CLEARPATH_TOKEN`, not on its command line). */
+function tokenEnv(token: string | undefined): ExtraEnv {
+  return token === undefined ? {} : { CLEARPATH_TOKEN: token };
+}
+
 /** `clearpath publish --json FRAME`: one event over gRPC; resolves with its position. */
-export async function publishOne(core: string, frame: EventFrame): Promise<Published> {
-  const { stdout } = await runClearpath(['publish', '--core', core, '--json', JSON.stringify(frame)]);
+export async function publishOne(core: string, frame: EventFrame, token?: string): Promise<Published> {
+  const { stdout } = await runClearpath(['publish', '--core', core, '--json', JSON.stringify(frame)], undefined, tokenEnv(token));
   return JSON.parse(stdout.trim()) as Published;
 }
 
 /** `clearpath publish --stdin`: many events in one Publish call (one process). */
-export async function publishMany(core: string, frames: EventFrame[]): Promise<void> {
+export async function publishMany(core: string, frames: EventFrame[], token?: string): Promise<void> {
   const { stdout } = await runClearpath(
     ['publish', '--core', core, '--stdin'],
     frames.map((f) => JSON.stringify(f)).join('\n') + '\n',
+    tokenEnv(token),
   );
   if (!stdout.includes(`published ${frames.length} events`)) throw new Error(`unexpected publish output: ${stdout}`);
 }
@@ -237,10 +253,11 @@ export class LinePublisher {
   private stderr = '';
   private readonly exited: Promise<void>;
 
-  constructor(core: string) {
+  /** `token`: a bearer token with publish rights, for a core with authentication on. */
+  constructor(core: string, token?: string) {
     this.child = spawn(CLEARPATH_BIN, ['publish', '--core', core, '--stdin', '--batch-size', '1'], {
       cwd: REPO_ROOT,
-      env: childEnv(),
+      env: childEnv(tokenEnv(token)),
       stdio: ['pipe', 'ignore', 'pipe'],
     });
     this.child.stderr!.setEncoding('utf8').on('data', (c: string) => (this.stderr += c));
@@ -265,6 +282,27 @@ export class LinePublisher {
     }
     if (this.child.exitCode !== 0) throw new Error(`the publisher exited ${this.child.exitCode}:\n${this.stderr}`);
   }
+}
+
+/**
+ * `clearpath token --subject SUBJECT ...`: a JWT signed with `secret` (given in
+ * `$CLEARPATH_AUTH_SECRET`, not on the command line). `options` are the CLI's flags
+ * without their dashes, e.g. `{ publish: 'package_updates', ttl: '1h' }`.
+ */
+export async function mintToken(
+  secret: string,
+  subject: string,
+  options: { subscribe?: string; publish?: string; operator?: boolean; ttl?: string } = {},
+): Promise<string> {
+  const args = ['token', '--subject', subject];
+  if (options.subscribe !== undefined) args.push('--subscribe', options.subscribe);
+  if (options.publish !== undefined) args.push('--publish', options.publish);
+  if (options.operator) args.push('--operator');
+  if (options.ttl !== undefined) args.push('--ttl', options.ttl);
+  const { stdout } = await runClearpath(args, undefined, { CLEARPATH_AUTH_SECRET: secret });
+  const token = stdout.trim();
+  if (!/^[\w-]+\.[\w-]+\.[\w-]+$/.test(token)) throw new Error(`clearpath token printed no JWT: ${stdout}`);
+  return token;
 }
 
 /** A package_update event frame. */

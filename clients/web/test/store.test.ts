@@ -72,6 +72,13 @@ describe('dashboard store', () => {
     expect(s.errorCount).toBe(1);
   });
 
+  it('counts every error frame of one batch', () => {
+    const error = (code: string) => ({ type: 'error' as const, data: { code, message: code }, timestamp: '2024-01-15T10:30:00Z' });
+    const s = applyFrames(initialState(), frames(error('a'), error('b'), error('c')), 0);
+    expect(s.errorCount).toBe(3);
+    expect(s.lastError).toMatchObject({ code: 'c' });
+  });
+
   it('computes the event rate over the last seconds', () => {
     let s = initialState();
     for (let t = 0; t <= 4_000; t += 250) s = applyFrames(s, frames(...Array.from({ length: 25 }, (_, i) => event('package_update', t + i))), t);

@@ -241,7 +241,7 @@ export function applyFrames(state: DashboardState, frames: readonly ServerFrame[
         break;
       }
       case 'error':
-        next.errorCount = state.errorCount + 1;
+        next.errorCount += 1;
         next.lastError = { code: frame.data.code, message: frame.data.message, timestamp: frame.timestamp };
         break;
       default:
