@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
 
 from core.errors import InvalidArgument
 
@@ -29,7 +29,7 @@ class _Strict(BaseModel):
 class Position(_Strict):
     """The last position a client saw on a topic."""
 
-    offset: Annotated[int, Field(ge=0, lt=2**64)]
+    offset: Annotated[StrictInt, Field(ge=0, lt=2**64)]  # not "3", 3.0 or true
     epoch: Annotated[str, Field(max_length=64)]
 
 
