@@ -15,6 +15,8 @@ class Params:
     w1_subscribers: int
     w1_rate: float
     w1_duration_s: float
+    #: Scrapes of /metrics a second in W1's second variant (0: no such variant).
+    w1_scrape_hz: float
     # W2: fewer subscribers, publisher as fast as delivered
     w2_subscribers: int
     w2_duration_s: float
@@ -54,6 +56,7 @@ def full() -> Params:
         w1_subscribers=1000,
         w1_rate=200.0,
         w1_duration_s=15.0,
+        w1_scrape_hz=10.0,
         w2_subscribers=100,
         w2_duration_s=6.0,
         w2_concurrency=8,
@@ -75,6 +78,7 @@ def quick() -> Params:
         w1_subscribers=100,
         w1_rate=100.0,
         w1_duration_s=1.5,
+        w1_scrape_hz=10.0,
         w2_subscribers=20,
         w2_duration_s=1.0,
         w2_concurrency=4,

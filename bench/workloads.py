@@ -169,11 +169,32 @@ async def _subscribe_and_publish(
     return m
 
 
-async def _ws_fanout(ctx: Context, target: Target, n: int, rate: float | None) -> Metrics:
+async def _scrape(url: str, hz: float, times: list[float]) -> None:
+    """GET ``url`` ``hz`` times a second until cancelled; each duration into ``times``."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        while True:
+            started = time.perf_counter()
+            async with http.get(url) as response:
+                body = await response.read()
+                if response.status != 200 or not body:
+                    raise TargetFailed(f"{url}: HTTP {response.status}")
+            times.append(time.perf_counter() - started)
+            await asyncio.sleep(max(0.0, 1 / hz - (time.perf_counter() - started)))
+
+
+async def _ws_fanout(
+    ctx: Context, target: Target, n: int, rate: float | None, scrape_hz: float = 0
+) -> Metrics:
     p = ctx.params
     duration = p.w1_duration_s if rate is not None else p.w2_duration_s
     async with ServerProcess(target, ctx.cpus.server) as ep:
         assert ep.ws is not None
+        times: list[float] = []
+        scraper = None
+        if scrape_hz and ep.metrics_url:
+            scraper = asyncio.create_task(_scrape(ep.metrics_url, scrape_hz, times))
         cfg = _worker_cfg(
             ctx,
             "ws",
@@ -196,6 +217,13 @@ async def _ws_fanout(ctx: Context, target: Target, n: int, rate: float | None) -
                 concurrency=p.w2_concurrency,
                 ahead=0 if rate is not None else p.w2_ahead,
             )
+        if scraper is not None:
+            scraper.cancel()
+            await asyncio.gather(scraper, return_exceptions=True)
+            if scraper.done() and not scraper.cancelled() and scraper.exception():
+                raise TargetFailed(f"scraping /metrics failed: {scraper.exception()}")
+            m["scrapes"] = len(times)
+            m["scrape_ms_p50"] = round(sorted(times)[len(times) // 2] * 1000, 2) if times else None
     if rate is not None:
         m["offered_deliveries_per_s"] = round(rate * n)
     return m
@@ -204,7 +232,12 @@ async def _ws_fanout(ctx: Context, target: Target, n: int, rate: float | None) -
 async def w1(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
     p = ctx.params
     variant = f"{p.w1_subscribers} subs x {p.w1_rate:g}/s"
-    return [(variant, await _ws_fanout(ctx, target, p.w1_subscribers, p.w1_rate))]
+    out = [(variant, await _ws_fanout(ctx, target, p.w1_subscribers, p.w1_rate))]
+    if p.w1_scrape_hz and getattr(target, "metrics", False):
+        # The same load with /metrics scraped meanwhile: what observing it costs.
+        scraped = await _ws_fanout(ctx, target, p.w1_subscribers, p.w1_rate, p.w1_scrape_hz)
+        out.append((f"{variant} + /metrics {p.w1_scrape_hz:g}/s", scraped))
+    return out
 
 
 async def w2(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
@@ -335,7 +368,7 @@ WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "G1": g1, "G2": g2}
 def timeout_for(workload: str, p: Params) -> float:
     """A hard limit for one workload run; past it the run is cancelled and killed."""
     per = {
-        "W1": p.w1_duration_s + p.drain_s + 90,
+        "W1": 2 * (p.w1_duration_s + p.drain_s + 90),
         "W2": p.w2_duration_s + p.drain_s + 60,
         "W3": 120 + p.w3_connections / 50,
         "G1": len(p.g1_batches) * (p.g1_duration_s + 70) + 30,

@@ -25,9 +25,10 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+import orjson
 from aiohttp import WSMsgType, web
 
 from bridge.admission import Admission
@@ -38,6 +39,8 @@ from bridge.http_guard import guarded_runner
 from bridge.masking import MaskedWebSocketResponse
 from bridge.messages import Auth, Ping, Refresh, Subscribe, parse
 from bridge.messages import Position as MessagePosition
+from bridge.metrics import Deliveries
+from bridge.metrics import register as register_metrics
 from bridge.resume import run_resume
 from bridge.session import Session, State
 from bridge.upstream import Upstream
@@ -60,6 +63,7 @@ from core.errors import (
 )
 from core.exposure import warn_if_open
 from core.hub import Hub
+from core.metrics import CONTENT_TYPE_LATEST, Metrics
 from core.positions import Gap, Position
 from core.rate import TokenBucket
 from core.topics import TOPIC_NAMES, topic_from_name
@@ -103,7 +107,15 @@ class Bridge:
         self.closed_sent = 0
         self.closed_dropped = 0
         self.slow_closed = 0
+        #: Frames dropped when slow consumers were closed (part of closed_dropped).
+        self.slow_dropped = 0
         self._slow: set[str] = set()  # ids of sockets being closed as slow consumers
+        #: Delivery counters and latency, shared by every socket (bridge.metrics).
+        self.deliveries = Deliveries()
+        #: Client messages refused as rate limited (error rate_limited sent).
+        self.rate_limited = 0
+        #: The process's metrics, served at ``/metrics`` (create_app may pass a shared one).
+        self.metrics = Metrics("bridge", f"pid-{os.getpid()}")
         self.unencodable = 0
         self.resumes: Counter[str] = Counter()
         self.catch_ups = 0
@@ -117,6 +129,10 @@ class Bridge:
         )
         #: Sockets refused or closed by the entrance policy, by reason.
         self.refusals: Counter[str] = Counter()
+
+    def closing_slow(self, conn_id: str) -> bool:
+        """Whether the socket ``conn_id`` is being closed as a slow consumer."""
+        return conn_id in self._slow
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` in the background, owned by the bridge."""
@@ -152,6 +168,9 @@ class Bridge:
                 for key in ("recovered", "not_recovered", "frames_from_cache", "frames_from_core")
             },
             "refusals": dict(self.refusals),
+            # What /readyz says, always with 200 here (the dashboard's panel reads it:
+            # a browser logs every 503 it fetches as an error).
+            "readiness": self.upstream.readiness().body(),
             "auth": self.verifier is not None,
             "upstream": self.upstream.status(),
             "uptime_seconds": round(time.time() - self.started, 3),
@@ -166,6 +185,8 @@ class Bridge:
         if self.hub.count(frame.topic) and not frame.encodes():
             self.unencodable += 1
             return
+        if log.isEnabledFor(logging.DEBUG):  # the hot path pays one check otherwise
+            _log_dispatch(frame, self.hub.count(frame.topic))
         self.hub.dispatch(frame)
 
     def public_status(self) -> dict[str, Any]:
@@ -176,6 +197,7 @@ class Bridge:
         return {
             "status": "ok" if flowing else "degraded",
             "upstream": {"connected": upstream.state == "connected"},
+            "readiness": upstream.readiness().body(),
         }
 
     def operator(self, request: web.Request) -> Identity:
@@ -188,11 +210,36 @@ class Bridge:
             identity = self.verifier.verify(parse_bearer(request.headers.get("Authorization")))
         except Unauthenticated as exc:
             self.refusals["operator_unauthorized"] += 1
+            log.info(
+                "refused an operator request for %s from %s: %s",
+                request.path,
+                request.remote,
+                exc,
+                extra={
+                    "event": "auth_failed",
+                    "reason": "operator_unauthorized",
+                    "remote": request.remote,
+                    "path": request.path,
+                },
+            )
             raise web.HTTPUnauthorized(
                 text=f"operator token required: {exc}", headers={"WWW-Authenticate": "Bearer"}
             ) from None
         if not identity.operator:
             self.refusals["operator_forbidden"] += 1
+            log.info(
+                "refused an operator request for %s from %s: %s is not an operator",
+                request.path,
+                request.remote,
+                identity.subject,
+                extra={
+                    "event": "refused",
+                    "reason": "operator_forbidden",
+                    "remote": request.remote,
+                    "path": request.path,
+                    "user": identity.subject,
+                },
+            )
             raise web.HTTPForbidden(text="this token is not an operator token")
         return identity
 
@@ -219,16 +266,36 @@ class Bridge:
         # Refused before the upgrade, with an HTTP status a client can read.
         if not admission.origin_allowed(request.headers.get("Origin"), request.host):
             self.refusals["origin"] += 1
-            log.info("refused a socket from origin %r", request.headers.get("Origin"))
+            log.info(
+                "refused a socket from origin %r",
+                request.headers.get("Origin"),
+                extra={
+                    "event": "refused",
+                    "reason": "origin",
+                    "origin": request.headers.get("Origin"),
+                    "remote": request.remote,
+                },
+            )
             raise web.HTTPForbidden(text="origin not allowed")
         if len(self.connections) >= settings.max_connections:
             self.refusals["max_connections"] += 1
+            log.warning(
+                "refused a socket from %s: %d connections, the most this bridge takes",
+                request.remote,
+                len(self.connections),
+                extra={"event": "refused", "reason": "max_connections", "remote": request.remote},
+            )
             raise web.HTTPServiceUnavailable(text="too many connections")
         remote = admission.client_address(
             request.remote or "", request.headers.get("X-Forwarded-For")
         )
         if admission.address_full(remote):
             self.refusals["per_address"] += 1
+            log.info(
+                "refused a socket from %s: too many connections from this address",
+                remote,
+                extra={"event": "refused", "reason": "per_address", "remote": remote},
+            )
             raise web.HTTPTooManyRequests(text="too many connections from this address")
         try:
             resume = parse_since(request.query.getall("since", []))
@@ -242,7 +309,8 @@ class Bridge:
         ws = MaskedWebSocketResponse(
             autoping=False,
             compress=False,
-            max_msg_size=settings.max_message_bytes,
+            # aiohttp refuses a message of max_msg_size itself: the limit is inclusive.
+            max_msg_size=settings.max_message_bytes + 1,
             protocols=(SUBPROTOCOL,),
         )
         await ws.prepare(request)
@@ -251,6 +319,7 @@ class Bridge:
             endpoint,
             remote,
             max_bytes=settings.send_queue_bytes,
+            stats=self.deliveries,
             batch=request.query.get("batch") in ("1", "true"),
         )
         conn = Connection(
@@ -267,7 +336,18 @@ class Bridge:
         self.connections[conn.id] = conn
         admission.opened(remote)
         self.hub.add(session.sub)
-        log.info("connect %s %s from %s", conn.id, endpoint, session.remote)
+        log.info(
+            "connect %s %s from %s",
+            conn.id,
+            endpoint,
+            session.remote,
+            extra={
+                "event": "connect",
+                "connection_id": conn.id,
+                "endpoint": endpoint,
+                "remote": session.remote,
+            },
+        )
         conn.pending = resume
         if self.verifier is None:
             self._admit(conn, ANONYMOUS)
@@ -297,7 +377,21 @@ class Bridge:
             return
         conn.refused = True
         self.refusals[reason] += 1
-        log.info("connection %s refused: %s: %s", conn.id, error.ws_error, error)
+        log.info(
+            "connection %s refused: %s: %s",
+            conn.id,
+            error.ws_error,
+            error,
+            extra={
+                "event": "auth_failed" if reason in ("unauthorized", "auth_timeout") else "refused",
+                "connection_id": conn.id,
+                "reason": reason,
+                "error": error.ws_error,
+                "code": error.ws_close,
+                "remote": conn.session.remote,
+                "user": conn.session.user,
+            },
+        )
         self.spawn(conn.fail(error))
 
     def _auth_timed_out(self, conn: Connection) -> None:
@@ -318,6 +412,13 @@ class Bridge:
             return
         conn.cancel_timers()
         session.authenticated(identity)
+        log.log(
+            logging.DEBUG if self.verifier is None else logging.INFO,
+            "connection %s authenticated as %r",
+            conn.id,
+            identity.subject,
+            extra={"event": "authenticated", "connection_id": conn.id, "user": identity.subject},
+        )
         self.admission.authenticated(identity.subject)
         self._expire_at(conn, identity)
         endpoint = session.endpoint
@@ -347,6 +448,13 @@ class Bridge:
                 self.hub.subscribe(session.sub, topic)
             else:
                 self._start_resume(conn, topic, since)
+        if live := [TOPIC_NAMES[t] for t in allowed if t not in resume]:
+            log.info(
+                "connection %s subscribed %s at connect",
+                conn.id,
+                ", ".join(live),
+                extra={"event": "subscribe", "connection_id": conn.id, "topics": live},
+            )
 
     def _expire_at(self, conn: Connection, identity: Identity) -> None:
         if conn.expiry is not None:
@@ -380,6 +488,11 @@ class Bridge:
             self._refuse(conn, exc, "unauthorized")
             return
         session.authenticated(identity)
+        log.debug(
+            "connection %s refreshed its token",
+            conn.id,
+            extra={"event": "refresh", "connection_id": conn.id, "user": identity.subject},
+        )
         self._expire_at(conn, identity)
         # What the new token no longer allows stops now.
         for topic in sorted({*session.sub.topics, *session.resuming_topics()}):
@@ -403,7 +516,11 @@ class Bridge:
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 return
             elif msg.type == WSMsgType.BINARY:
-                log.info("connection %s sent a binary frame; closing 1003", conn.id)
+                log.info(
+                    "connection %s sent a binary frame; closing 1003",
+                    conn.id,
+                    extra={"event": "protocol_error", "connection_id": conn.id, "code": 1003},
+                )
                 await conn.close(1003, "binary frames are not supported; send JSON text")
                 return
             elif msg.type == WSMsgType.ERROR:
@@ -432,17 +549,32 @@ class Bridge:
         if conn.id in self._slow:
             self._slow.discard(conn.id)
             self.slow_closed += 1
+            self.slow_dropped += session.frames_dropped
         self.closed_sent += session.frames_sent
         self.closed_dropped += session.frames_dropped
         # The code this bridge sent when it closed first, else the peer's.
         code = session.close_code if session.close_code is not None else conn.ws.close_code
+        duration = round(time.time() - session.connected_at, 3)
         log.info(
-            "disconnect %s code=%s reason=%s sent=%d dropped=%d",
+            "disconnect %s code=%s reason=%s sent=%d dropped=%d after %.1fs",
             conn.id,
             code,
             session.close_reason or "client closed",
             session.frames_sent,
             session.frames_dropped,
+            duration,
+            extra={
+                "event": "disconnect",
+                "connection_id": conn.id,
+                "endpoint": session.endpoint,
+                "remote": session.remote,
+                "user": session.user,
+                "code": code,
+                "reason": session.close_reason or "client closed",
+                "duration_s": duration,
+                "frames_sent": session.frames_sent,
+                "frames_dropped": session.frames_dropped,
+            },
         )
 
     def _on_text(self, conn: Connection, text: str) -> None:
@@ -463,6 +595,7 @@ class Bridge:
                     )
                     self._refuse(conn, error, "abuse")
                     return
+                self.rate_limited += 1
                 raise RateLimited(
                     f"more than {self.settings.rate_limit:g} messages a second; slow down"
                 )
@@ -484,7 +617,13 @@ class Bridge:
             else:
                 self._unsubscribe(conn, topic)
         except RealtimeError as exc:
-            log.info("connection %s: %s: %s", conn.id, exc.ws_error, exc)
+            log.info(
+                "connection %s: %s: %s",
+                conn.id,
+                exc.ws_error,
+                exc,
+                extra={"event": "message_error", "connection_id": conn.id, "error": exc.ws_error},
+            )
             session.send(error_frame(exc))
 
     def _subscribe(self, conn: Connection, topic: int, since: MessagePosition | None) -> None:
@@ -502,7 +641,16 @@ class Bridge:
         if since is None or session.resuming(topic):
             if not live and not session.resuming(topic):
                 self.hub.subscribe(session.sub, topic)
-                log.info("connection %s subscribed %s", conn.id, TOPIC_NAMES[topic])
+                log.info(
+                    "connection %s subscribed %s",
+                    conn.id,
+                    TOPIC_NAMES[topic],
+                    extra={
+                        "event": "subscribe",
+                        "connection_id": conn.id,
+                        "topic": TOPIC_NAMES[topic],
+                    },
+                )
             session.send(self._subscribed(conn, topic, True))
             return
         if live and session.delivered(topic):
@@ -523,7 +671,12 @@ class Bridge:
             session.resume_ended(topic)
         self.hub.unsubscribe(session.sub, topic)
         session.forget_topic(topic)
-        log.info("connection %s unsubscribed %s", conn.id, TOPIC_NAMES[topic])
+        log.info(
+            "connection %s unsubscribed %s",
+            conn.id,
+            TOPIC_NAMES[topic],
+            extra={"event": "unsubscribe", "connection_id": conn.id, "topic": TOPIC_NAMES[topic]},
+        )
         session.send(
             control(
                 "unsubscribed",
@@ -562,7 +715,12 @@ class Bridge:
             await asyncio.sleep(interval)
             for conn in list(self.connections.values()):
                 if conn.seen < last_round and conn.session.state is State.OPEN:
-                    log.info("connection %s: no pong within %gs; dropping it", conn.id, interval)
+                    log.info(
+                        "connection %s: no pong within %gs; dropping it",
+                        conn.id,
+                        interval,
+                        extra={"event": "no_pong", "connection_id": conn.id},
+                    )
                     conn.abort(f"no pong within {interval:g}s")
             last_round = loop.time()
             for conn in self.connections.values():
@@ -579,7 +737,18 @@ class Bridge:
             now = loop.time()
             for conn in list(self.connections.values()):
                 if conn.session.state is State.OPEN and conn.stalled(now, timeout):
-                    log.info("connection %s: took nothing for %gs; closing", conn.id, timeout)
+                    log.info(
+                        "connection %s: took nothing for %gs; closing",
+                        conn.id,
+                        timeout,
+                        extra={
+                            "event": "slow_consumer",
+                            "connection_id": conn.id,
+                            "remote": conn.session.remote,
+                            "user": conn.session.user,
+                            "queued_bytes": conn.session.sub.bytes,
+                        },
+                    )
                     self._slow.add(conn.id)  # counted once it is gone (see _forget)
                     self.spawn(
                         conn.fail(
@@ -611,7 +780,17 @@ class Bridge:
                 self.hub.detach(sub, topic)
         sub.recover()
         self.catch_ups += 1
-        log.info("connection %s fell %d bytes behind; catching up from history", conn.id, sub.bytes)
+        log.info(
+            "connection %s fell %d bytes behind; catching up from history",
+            conn.id,
+            sub.bytes,
+            extra={
+                "event": "overflow",
+                "connection_id": conn.id,
+                "queued_bytes": sub.bytes,
+                "topics": [TOPIC_NAMES[t] for t in since],
+            },
+        )
         for topic, position in since.items():
             self._start_resume(conn, topic, position, announce=False)
 
@@ -621,7 +800,7 @@ class Bridge:
         """Resume ``topic`` for ``conn`` after ``since``; ``announce``: send the
         ``subscribed`` frame even when recovered (a catch-up tells only gaps)."""
         session = conn.session
-        session.resume_started(topic)
+        session.resume_started(topic, since)
 
         def tell(recovered: bool, position: Position, reason: str | None) -> None:
             if announce or not recovered:
@@ -632,7 +811,12 @@ class Bridge:
                 session.hold_back(topic, floor)
             self.hub.subscribe(session.sub, topic)
             session.resume_ended(topic)
-            log.info("connection %s resumed %s", conn.id, TOPIC_NAMES[topic])
+            log.info(
+                "connection %s resumed %s",
+                conn.id,
+                TOPIC_NAMES[topic],
+                extra={"event": "resume", "connection_id": conn.id, "topic": TOPIC_NAMES[topic]},
+            )
 
         async def resume() -> None:
             try:
@@ -658,7 +842,16 @@ class Bridge:
                     session.send(error_frame(RealtimeError("resume interrupted; subscribe again")))
             except Exception:  # a bug: tell the client, keep the bridge
                 session.resume_ended(topic)
-                log.exception("connection %s: resume of %s failed", conn.id, TOPIC_NAMES[topic])
+                log.exception(
+                    "connection %s: resume of %s failed",
+                    conn.id,
+                    TOPIC_NAMES[topic],
+                    extra={
+                        "event": "resume_failed",
+                        "connection_id": conn.id,
+                        "topic": TOPIC_NAMES[topic],
+                    },
+                )
                 session.send(error_frame(RealtimeError("resume failed; subscribe again")))
             finally:
                 self._resumes.pop((conn.id, topic), None)
@@ -691,6 +884,28 @@ def parse_since(values: list[str]) -> dict[int, Position]:
     return resume
 
 
+def _log_dispatch(frame: Frame, sockets: int) -> None:
+    """The DEBUG line tracing an event's frame to this bridge's sockets (its id is
+    read back from the frame's JSON: only at DEBUG)."""
+    event_id = orjson.loads(frame.data).get("id", "") if frame.encodes() else "?"
+    topic = TOPIC_NAMES.get(frame.topic, str(frame.topic))
+    log.debug(
+        "dispatch id=%s topic=%s offset=%d sockets=%d",
+        event_id,
+        topic,
+        frame.offset,
+        sockets,
+        extra={
+            "event": "dispatch",
+            "event_id": event_id,
+            "topic": topic,
+            "offset": frame.offset,
+            "epoch": frame.epoch,
+            "sockets": sockets,
+        },
+    )
+
+
 def _forbidden(topic: int) -> PermissionDenied:
     return PermissionDenied(f"this token may not subscribe to {TOPIC_NAMES[topic]}")
 
@@ -717,7 +932,7 @@ def error_frame(error: RealtimeError) -> Frame:
 # --- the application ---------------------------------------------------------------
 
 
-def create_app(settings: BridgeSettings) -> web.Application:
+def create_app(settings: BridgeSettings, metrics: Metrics | None = None) -> web.Application:
     """The bridge as an aiohttp application (its upstream starts with the app)."""
     app = web.Application()
     bridge = Bridge(settings)
@@ -736,16 +951,30 @@ def create_app(settings: BridgeSettings) -> web.Application:
 
     async def connections(request: web.Request) -> web.Response:
         bridge.operator(request)
-        return web.json_response([c.session.info() for c in bridge.connections.values()])
+        head = bridge.upstream.position
+        return web.json_response([c.session.info(head) for c in bridge.connections.values()])
+
+    async def healthz(_: web.Request) -> web.Response:
+        # Liveness: answering is the proof; never asks the core.
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        # Readiness (bridge.health): public, so it says only ready or why not.
+        ready = bridge.upstream.readiness()
+        return web.json_response(ready.body(), status=200 if ready.ready else 503)
 
     app.router.add_get("/ws/status", status)
     app.router.add_get("/ws/connections", connections)
+    _add_metrics(app, bridge, metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     _add_dashboard(app, settings)
 
     async def upstream(_: web.Application) -> Any:
         bridge.upstream.start()
         bridge.spawn(bridge.keepalive())
         bridge.spawn(bridge.watch_slow())
+        bridge.spawn(bridge.upstream.run_canary())
         yield
         await bridge.stop_tasks()
         await bridge.upstream.stop()
@@ -759,6 +988,34 @@ def create_app(settings: BridgeSettings) -> web.Application:
     app.cleanup_ctx.append(upstream)
     app.on_shutdown.append(going_away)
     return app
+
+
+def metrics_page(bridge: Bridge) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The ``GET /metrics`` handler: the Prometheus text of ``bridge.metrics``.
+    Operators only when auth is on, like ``/ws/connections``: Prometheus then sends
+    a bearer token (``authorization`` in its scrape config)."""
+
+    async def page(request: web.Request) -> web.Response:
+        bridge.operator(request)
+        body = bridge.metrics.expose()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return page
+
+
+def _add_metrics(app: web.Application, bridge: Bridge, metrics: Metrics | None) -> None:
+    """``GET /metrics`` (:func:`metrics_page`) of ``metrics`` (the bridge's own when
+    None), to which the bridge's source is added while the app runs."""
+    if metrics is not None:
+        bridge.metrics = metrics
+    registry = bridge.metrics
+    source = register_metrics(registry, bridge, ENDPOINTS)
+
+    async def forget(_: web.Application) -> None:
+        registry.remove(source)
+
+    app.router.add_get("/metrics", metrics_page(bridge))
+    app.on_cleanup.append(forget)
 
 
 def bridge_of(app: web.Application) -> Bridge:
@@ -787,11 +1044,15 @@ def _add_dashboard(app: web.Application, settings: BridgeSettings) -> None:
 class BridgeNode:
     """One running bridge: the app on an HTTP server; ``port`` is read back after start."""
 
-    def __init__(self, settings: BridgeSettings, *, reuse_port: bool = False) -> None:
+    def __init__(
+        self, settings: BridgeSettings, *, reuse_port: bool = False, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self._reuse_port = reuse_port
-        self.app = create_app(settings)
+        self.app = create_app(settings, metrics)
         self.bridge = bridge_of(self.app)
+        #: The process's metrics (``/metrics``): the one given, else the bridge's own.
+        self.metrics = self.bridge.metrics
         # A request head must be complete within header_timeout (slow HTTP clients).
         self._runner = guarded_runner(
             self.app,
@@ -819,7 +1080,12 @@ class BridgeNode:
         await site.start()
         self.port = self._runner.addresses[0][1]
         warn_if_open(log, "the bridge", self.settings.host, auth=self.bridge.verifier is not None)
-        log.info("bridge listening on %s (core %s)", self.url, self.settings.core)
+        log.info(
+            "bridge listening on %s (core %s)",
+            self.url,
+            self.settings.core,
+            extra={"event": "listening", "url": self.url, "core": self.settings.core},
+        )
 
     async def stop(self) -> None:
         """Close every socket with 1001, stop the upstream and the server."""

@@ -137,6 +137,19 @@ class BridgeSettings(AuthFields, BaseSettings):
     reconnect_initial: float = Field(0.1, gt=0, description="first upstream retry delay, seconds")
     reconnect_max: float = Field(5.0, gt=0, description="longest upstream retry delay, seconds")
     close_timeout: float = Field(2.0, gt=0, description="seconds to close a socket before abort")
+    # --- readiness (/readyz, bridge.health) ---
+    canary_interval: float = Field(
+        5.0,
+        gt=0,
+        description="seconds between the canaries the bridge publishes to itself through "
+        "the core (its readiness probe)",
+    )
+    canary_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a canary may take to come back on the bridge's own stream; "
+        "later: /readyz answers 503",
+    )
     static_dir: Path | None = Field(
         DEFAULT_STATIC, description="folder served at / (the dashboard); none to disable"
     )

@@ -144,6 +144,7 @@ class Connection:
         room = (session.sub.max_bytes or 0) // 2
         for frame in frames:
             if not session.for_me(frame):
+                session.stats.filtered[frame.topic] += 1
                 continue  # another user's notification
             while session.pending > room and session.state is State.OPEN:
                 if self._space is None:

@@ -30,14 +30,25 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class Frame:
-    """One frame: its JSON text, its bytes on the wire, and the stream position of
-    its event (control frames have topic 0 and offset 0). Built once, sent to many.
+    """One frame: its JSON text, its bytes on the wire, the stream position of its
+    event (control frames have topic 0 and offset 0) and when the core published
+    it. Built once, sent to many.
 
     An event's frame is encoded on first use: events of topics no socket
     listens to cost no JSON.
     """
 
-    __slots__ = ("_data", "_event", "_wire", "epoch", "nbytes", "offset", "topic", "user")
+    __slots__ = (
+        "_data",
+        "_event",
+        "_wire",
+        "epoch",
+        "nbytes",
+        "offset",
+        "published",
+        "topic",
+        "user",
+    )
 
     def __init__(
         self,
@@ -57,6 +68,9 @@ class Frame:
         self.epoch = epoch
         #: The user a notification is for ("" for everyone, and for other frames).
         self.user = ""
+        #: When the core published the event, Unix seconds (0.0: unknown, e.g. a
+        #: control frame, or an event from a core that does not set it).
+        self.published = 0.0
 
     @property
     def data(self) -> bytes:
@@ -106,6 +120,8 @@ def event_frame(event: pb.Event) -> Frame:
     """The frame of a published event (see :func:`core.codec.event_to_frame`)."""
     position = event.position
     frame = Frame(None, event.topic, position.offset, position.epoch, event)
+    published = event.published_at  # unset: 0 seconds, 0 nanos (no ToDatetime: once per event)
+    frame.published = published.seconds + published.nanos / 1e9
     if event.topic == _NOTIFICATIONS:
         frame.user = event.notification.user_id
     return frame

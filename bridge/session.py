@@ -22,6 +22,7 @@ from operator import attrgetter
 from typing import Any
 
 from bridge.frames import Frame, text_frame
+from bridge.metrics import Deliveries
 from core.auth import Identity
 from core.hub import Subscription
 from core.positions import Floors, HasPosition
@@ -67,6 +68,7 @@ class Session:
         "_delivered",
         "_floors",
         "_only",
+        "_replayed",
         "_resuming",
         "batch",
         "bucket",
@@ -81,6 +83,7 @@ class Session:
         "limited",
         "remote",
         "state",
+        "stats",
         "sub",
         "user",
     )
@@ -94,6 +97,7 @@ class Session:
         max_bytes: int,
         on_ready: Callable[[], None] | None = None,
         batch: bool = False,
+        stats: Deliveries | None = None,
     ) -> None:
         self.id = id
         self.endpoint = endpoint
@@ -117,6 +121,10 @@ class Session:
         self._resuming = 0  # a resume is in progress (not yet live)
         self._delivered = 0  # a frame was written
         self._floors: Floors | None = None  # made by the first resume that needs one
+        # Topic → the last position queued by its resume in progress (None: no resume).
+        self._replayed: dict[int, HasPosition] | None = None
+        #: The bridge's delivery counters (a socket's own when none is given).
+        self.stats = stats if stats is not None else Deliveries()
         self.sub: Subscription[Frame] = Subscription(
             (), None, on_ready or _nothing, size=frame_size, max_bytes=max_bytes
         )
@@ -135,7 +143,12 @@ class Session:
     def send(self, frame: Frame) -> bool:
         """Queue one frame (control frames, replays); False if refused (closing,
         overflow, or an event that cannot be encoded)."""
-        return self.state is State.OPEN and frame.encodes() and self.sub.offer(frame)
+        if self.state is State.OPEN and frame.encodes() and self.sub.offer(frame):
+            replayed = self._replayed
+            if replayed is not None and frame.topic in replayed:
+                replayed[frame.topic] = frame  # how far the resume got (see lag)
+            return True
+        return False
 
     def hold_back(self, topic: int, floor: HasPosition) -> None:
         """Refuse live frames of ``topic`` up to ``floor``: a resume replayed them
@@ -149,6 +162,7 @@ class Session:
     def _admits(self, frame: Frame) -> bool:
         only = self._only
         if only is not None and frame.user and frame.user != only:
+            self.stats.filtered[frame.topic] += 1
             return False
         floors = self._floors
         if floors is None:
@@ -158,6 +172,7 @@ class Session:
                 self._floors = None
                 self._refilter()  # no floor left: no floor check per frame
             return True
+        self.stats.filtered[frame.topic] += 1
         return False
 
     def _refilter(self) -> None:
@@ -191,13 +206,23 @@ class Session:
         """Whether a resume of ``topic`` is in progress."""
         return bool(self._resuming >> topic & 1)
 
-    def resume_started(self, topic: int) -> None:
-        """A resume of ``topic`` began."""
+    def resume_started(self, topic: int, since: HasPosition | None = None) -> None:
+        """A resume of ``topic`` after ``since`` began (``since`` tells :meth:`lag`
+        how far behind it starts; None: not counted)."""
         self._resuming |= 1 << topic
+        if since is not None:
+            if self._replayed is None:
+                self._replayed = {}
+            self._replayed[topic] = since
 
     def resume_ended(self, topic: int) -> None:
         """The resume of ``topic`` went live, failed or was cancelled."""
         self._resuming &= ~(1 << topic)
+        replayed = self._replayed
+        if replayed is not None:
+            replayed.pop(topic, None)
+            if not replayed:
+                self._replayed = None
 
     def resuming_topics(self) -> list[int]:
         """Every topic being resumed."""
@@ -213,10 +238,12 @@ class Session:
         if not frames:
             return b""
         delivered = self._delivered
-        for topic in set(map(_TOPIC, frames)):  # a few topics, however many frames
+        topics = set(map(_TOPIC, frames))  # a few topics, however many frames
+        for topic in topics:
             delivered |= 1 << topic
         self._delivered = delivered
         self.frames_sent += len(frames)
+        self.stats.taken(frames, topics, self._replayed)
         if self.batch and len(frames) > 1:
             return text_frame(b"[" + b",".join(map(_DATA, frames)) + b"]")
         # Every queued frame is encoded (send() and the bridge's dispatch see to it).
@@ -230,6 +257,21 @@ class Session:
     def pending(self) -> int:
         """Bytes of frames waiting."""
         return self.sub.bytes
+
+    def lag(self, head: Callable[[int], HasPosition | None]) -> int:
+        """How many events this socket is behind the heads of its topics (``head``:
+        the bridge's last position of a topic): the frames queued for it, plus for
+        each topic being resumed (or caught up) the events from the last one its
+        resume queued up to the head. A resume from another epoch than the head's
+        adds nothing (the distance is unknown)."""
+        behind = len(self.sub)
+        replayed = self._replayed
+        if replayed:
+            for topic, at in replayed.items():
+                top = head(topic)
+                if top is not None and top.epoch == at.epoch and top.offset > at.offset:
+                    behind += top.offset - at.offset
+        return behind
 
     # --- closing ------------------------------------------------------------------------
 
@@ -252,8 +294,9 @@ class Session:
             self.frames_dropped += self.sub.clear()
         self.state = State.CLOSED
 
-    def info(self) -> dict[str, Any]:
-        """This socket in ``/ws/connections``."""
+    def info(self, head: Callable[[int], HasPosition | None] | None = None) -> dict[str, Any]:
+        """This socket in ``/ws/connections`` (``lag``: see :meth:`lag`; without
+        ``head``, the frames queued)."""
         return {
             "id": self.id,
             "endpoint": self.endpoint,
@@ -263,9 +306,14 @@ class Session:
             "frames_sent": self.frames_sent,
             "send_queue_depth": len(self.sub),
             "send_queue_bytes": self.sub.bytes,
+            "lag": self.lag(head or _no_head),
             "remote_address": self.remote,
         }
 
 
 def _nothing() -> None:
     pass
+
+
+def _no_head(topic: int) -> None:
+    return None

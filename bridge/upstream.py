@@ -17,13 +17,22 @@ turn when that one is UNAVAILABLE (a read, so asking again is harmless).
 
 Every channel to a core is opened by :func:`core.credentials.open_channel`
 with the ``core_token`` and ``core_tls_*`` settings (:func:`core_credentials`).
+
+The stream also carries the internal canary topic: :meth:`Upstream.run_canary`
+publishes this bridge's canary every ``canary_interval`` (over the same channel
+and credentials; the token must be an operator's), and its coming back on the
+stream is what :meth:`Upstream.readiness` (``/readyz``, :mod:`bridge.health`)
+rests on. Canary events never become frames: no socket and no cache sees them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
@@ -33,6 +42,7 @@ import grpc
 
 from bridge.config import BridgeSettings
 from bridge.frames import Frame, event_frame
+from bridge.health import CanaryProbe, Readiness, readiness
 from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2 as spb
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
@@ -43,7 +53,7 @@ from core.errors import Unavailable
 from core.limits import UPSTREAM_BATCH, channel_options
 from core.positions import Cursors, Gap, HasPosition, Position
 from core.targets import TargetRing
-from core.topics import TOPIC_NAMES, TOPICS
+from core.topics import CANARY, INTERNAL_TOPICS, TOPIC_NAMES, TOPICS
 
 __all__ = ["Upstream", "core_credentials"]
 
@@ -129,6 +139,9 @@ class Upstream:
         self.last_error = ""
         self.connected_at: float | None = None
         self.failovers = 0
+        #: This bridge's canaries (its id: one per process, so workers tell theirs apart).
+        self.canary = CanaryProbe(f"bridge-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self._canary_now = asyncio.Event()  # set on each connection: publish one at once
 
     @property
     def target(self) -> str:
@@ -180,7 +193,49 @@ class Upstream:
                 TOPIC_NAMES[t]: {"offset": p.offset, "epoch": p.epoch}
                 for t, p in self._cursors.items()
             },
+            "canary": {
+                **self.canary.status(time.monotonic()),
+                "interval_seconds": self._settings.canary_interval,
+                "timeout_seconds": self._settings.canary_timeout,
+            },
         }
+
+    def readiness(self) -> Readiness:
+        """Whether this bridge delivers events now (``/readyz``; rules in :mod:`bridge.health`)."""
+        return readiness(
+            connected=self.state == "connected",
+            core_broker_up=self.core_broker_up,
+            canary=self.canary,
+            now=time.monotonic(),
+            interval=self._settings.canary_interval,
+            timeout=self._settings.canary_timeout,
+        )
+
+    async def run_canary(self) -> None:
+        """Publish a canary every ``canary_interval``, and one at once on each
+        connection, while the stream is connected; runs until cancelled."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.canary_interval):
+                    await self._canary_now.wait()
+            self._canary_now.clear()
+            if self.state == "connected":
+                await self._publish_canary()
+
+    async def _publish_canary(self) -> None:
+        probe = self.canary
+        seq = probe.send(time.monotonic())
+        event = pb.Event(topic=CANARY, canary=pb.Canary(source=probe.source, seq=seq))  # type: ignore[arg-type]
+        try:
+            await self._stub(self.target).Publish(
+                spb.PublishRequest(events=[event]), timeout=self._settings.canary_timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            probe.failed(f"{exc.code().name}: {exc.details()}")
+            log.info("canary %d not published: %s", seq, probe.last_error)
+        except Exception as exc:  # a bug must not end the canary for good
+            probe.failed(f"internal error: {exc!r}")
+            log.exception("canary %d not published", seq)
 
     def position(self, topic: int) -> Position | None:
         """The last position the bridge saw (or was confirmed) on ``topic``."""
@@ -199,7 +254,10 @@ class Upstream:
             except Exception as exc:  # a bug must not end the upstream for good
                 self.errors += 1
                 self.last_error = f"internal error: {exc!r}"
-                log.exception("upstream stream failed; reconnecting")
+                log.exception(
+                    "upstream stream failed; reconnecting",
+                    extra={"event": "upstream_error", "core": address},
+                )
             self._connected.clear()
             # Whatever ended it, the next attempt goes to the next core (if any).
             if self._targets.advance(address) != address:
@@ -210,6 +268,13 @@ class Upstream:
                     address,
                     self.last_error,
                     self.target,
+                    extra={
+                        "event": "upstream_state",
+                        "state": "reconnecting",
+                        "core": self.target,
+                        "lost": address,
+                        "error": self.last_error,
+                    },
                 )
                 self.attempt = 0
             self.state = "reconnecting"
@@ -221,6 +286,14 @@ class Upstream:
                 self.target,
                 delay,
                 self.last_error,
+                extra={
+                    "event": "upstream_retry",
+                    "state": "reconnecting",
+                    "core": self.target,
+                    "attempt": self.attempt,
+                    "delay_s": round(delay, 3),
+                    "error": self.last_error,
+                },
             )
             await asyncio.sleep(delay)
 
@@ -229,7 +302,9 @@ class Upstream:
             spb.TopicPosition(topic=t, position=pb.StreamPosition(offset=p.offset, epoch=p.epoch))  # type: ignore[arg-type]
             for t, p in self._cursors.items()
         ]
-        request = spb.SubscribeRequest(topics=TOPICS, since=since, max_batch=UPSTREAM_BATCH)  # type: ignore[arg-type]
+        # The canary topic too (live only: its cursor is not kept, nothing of it resumed).
+        topics = (*TOPICS, *INTERNAL_TOPICS)
+        request = spb.SubscribeRequest(topics=topics, since=since, max_batch=UPSTREAM_BATCH)  # type: ignore[arg-type]
         call = self._stub(address).Subscribe(request)
         try:
             async for message in call:
@@ -248,6 +323,8 @@ class Upstream:
 
     def _confirmed(self, confirmed: spb.SubscriptionConfirmed) -> None:
         for state in confirmed.topics:
+            if state.topic in INTERNAL_TOPICS:
+                continue
             gap = self._cursors.confirm(state.topic, state.position, state.recovered)
             if gap is not None:
                 self.gaps += 1
@@ -257,20 +334,36 @@ class Upstream:
                     gap.since.epoch,
                     gap.since.offset,
                     gap.reason,
+                    extra={
+                        "event": "upstream_gap",
+                        "topic": TOPIC_NAMES[state.topic],
+                        "reason": gap.reason,
+                        "core": self.target,
+                    },
                 )
                 self.cache[state.topic].clear()  # frames before a gap cannot resume anyone
                 self._on_gap(gap)
         if self.state != "connected":
             if self.state == "reconnecting":
                 self.reconnects += 1
-            log.info("upstream connected to %s", self.target)
+            log.info(
+                "upstream connected to %s",
+                self.target,
+                extra={"event": "upstream_state", "state": "connected", "core": self.target},
+            )
         self.state = "connected"
         self.core_broker_up = True  # the core just read its history from the broker
         self.attempt = 0
         self.connected_at = time.time()
         self._connected.set()
+        self._canary_now.set()
 
     def _deliver(self, event: pb.Event) -> None:
+        if event.topic in INTERNAL_TOPICS:
+            # Never a frame: only this bridge's own canary counts, for readiness.
+            if event.HasField("canary"):
+                self.canary.receive(event.canary.source, event.canary.seq, time.monotonic())
+            return
         frame = event_frame(event)
         topic = frame.topic
         cache = self.cache.get(topic)

@@ -13,12 +13,20 @@ What parent and worker say to each other is private to this module:
 - the worker's **stdin**: one line from the parent, the worker's
   :class:`BridgeSettings` as JSON; the pipe then stays open, and its end (the
   parent is gone, even by ``kill -9``) stops the worker as SIGTERM does;
-- the worker's **stdout**: one line, ``ready PORT``, once it listens;
-- **stderr** is the parent's: a worker logs as any bridge does.
+- the worker's **stdout**: one line, ``ready PORT``, once it listens (``ready
+  PORT metrics MPORT`` with its own metrics port);
+- **stderr** is the parent's: a worker logs as any bridge does, with the
+  parent's ``--log-level`` and ``--log-format`` (its arguments).
 
 Which worker answered a request is in every response's ``X-ClearPath-Worker``
 header (``INDEX/N pid=PID``, the WebSocket upgrade included), and ``GET
 /ws/worker`` is ``/ws/status`` with a ``worker`` object added.
+
+Metrics: each worker's series carry ``node="worker-INDEX"``. ``GET /metrics`` on the
+shared port answers for whichever worker accepted the connection, so Prometheus
+scrapes each worker on its own port instead: with ``metrics_port`` P the pool
+gives worker INDEX a listener on P + INDEX - 1 serving only ``/metrics`` (0: a
+free port each, read back in :attr:`WorkerPool.metrics_ports`).
 """
 
 from __future__ import annotations
@@ -38,10 +46,12 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.app import bridge_of, create_app
+from bridge.app import bridge_of, create_app, metrics_page
 from bridge.config import BridgeSettings
 from bridge.http_guard import guarded_runner
+from core import logs
 from core.backoff import Backoff
+from core.metrics import Metrics
 
 __all__ = ["WORKER_HEADER", "WorkerIdentity", "WorkerNode", "WorkerPool", "run_pool"]
 
@@ -55,8 +65,6 @@ READY_TIMEOUT = 30.0
 STOP_MARGIN = 10.0
 #: Restart delays of a worker that keeps dying (reset once a restart listens).
 RESTART_BACKOFF = Backoff(initial=0.2, maximum=5.0)
-#: The log format of ``clearpath`` (clients/cli/app.py), repeated for the workers it starts.
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 @dataclass(frozen=True)
@@ -83,10 +91,12 @@ class WorkerNode:
     """One worker's bridge: :func:`bridge.app.create_app` on a ``SO_REUSEPORT`` site,
     with its identity on every response and at ``/ws/worker``."""
 
-    def __init__(self, settings: BridgeSettings, identity: WorkerIdentity) -> None:
+    def __init__(
+        self, settings: BridgeSettings, identity: WorkerIdentity, metrics_port: int | None = None
+    ) -> None:
         self.settings = settings
         self.identity = identity
-        self.app = create_app(settings)
+        self.app = create_app(settings, Metrics("bridge", f"worker-{identity.index}"))
         self.bridge = bridge_of(self.app)
         _add_identity(self.app, identity)
         self._runner = guarded_runner(
@@ -96,16 +106,33 @@ class WorkerNode:
             access_log=None,
         )
         self.port = 0
+        #: This worker's own ``/metrics`` port (None: only the shared port's).
+        self.metrics_port = metrics_port
+        self._metrics_runner: web.AppRunner | None = None
+        if metrics_port is not None:
+            app = web.Application()
+            app.router.add_get("/metrics", metrics_page(self.bridge))
+            self._metrics_runner = guarded_runner(
+                app, header_timeout=settings.header_timeout, handle_signals=False, access_log=None
+            )
 
     async def start(self) -> None:
-        """Listen on ``settings.host:settings.port`` beside the other workers."""
+        """Listen on ``settings.host:settings.port`` beside the other workers (and on
+        its own metrics port)."""
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port, reuse_port=True)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        if self._metrics_runner is not None:
+            await self._metrics_runner.setup()
+            metrics = web.TCPSite(self._metrics_runner, self.settings.host, self.metrics_port)
+            await metrics.start()
+            self.metrics_port = self._metrics_runner.addresses[0][1]
 
     async def stop(self) -> None:
         """Close every socket with 1001, stop the upstream and the server."""
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         await self._runner.cleanup()
 
 
@@ -126,7 +153,9 @@ def _add_identity(app: web.Application, identity: WorkerIdentity) -> None:
     app.router.add_get("/ws/worker", worker_status)
 
 
-async def _serve_worker(settings: BridgeSettings, identity: WorkerIdentity) -> None:
+async def _serve_worker(
+    settings: BridgeSettings, identity: WorkerIdentity, metrics_port: int | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -141,7 +170,7 @@ async def _serve_worker(settings: BridgeSettings, identity: WorkerIdentity) -> N
         stop.set()
 
     loop.add_reader(sys.stdin.fileno(), parent_gone)
-    node = WorkerNode(settings, identity)
+    node = WorkerNode(settings, identity, metrics_port)
     try:
         await node.start()
         url = _url(settings.host, node.port)
@@ -152,8 +181,10 @@ async def _serve_worker(settings: BridgeSettings, identity: WorkerIdentity) -> N
             identity.pid,
             url,
             settings.core,
+            extra={"event": "worker_listening", "worker": identity.index, "url": url},
         )
-        print(f"ready {node.port}", flush=True)
+        own = f" metrics {node.metrics_port}" if node.metrics_port is not None else ""
+        print(f"ready {node.port}{own}", flush=True)
         await stop.wait()
     finally:
         await node.stop()
@@ -166,13 +197,20 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--workers", type=int, required=True)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", choices=logs.FORMATS)
+    parser.add_argument("--metrics-port", type=int)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    # Logged as ``clearpath`` itself does (core/logs.py): the parent's level and format.
+    try:
+        logs.configure(args.log_level, logs.resolve_format(args.log_format))
+    except ValueError as exc:
+        parser.error(str(exc))
     line = sys.stdin.readline()
     if not line:
         return 1  # the parent died before it said anything
     settings = BridgeSettings(**json.loads(line))
-    _run(_serve_worker(settings, WorkerIdentity(args.index, args.workers, os.getpid())))
+    identity = WorkerIdentity(args.index, args.workers, os.getpid())
+    _run(_serve_worker(settings, identity, args.metrics_port))
     return 0
 
 
@@ -213,13 +251,26 @@ class WorkerPool:
     restarted worker while the pool runs.
     """
 
-    def __init__(self, settings: BridgeSettings, workers: int, log_level: str = "INFO") -> None:
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        workers: int,
+        log_level: str = "INFO",
+        log_format: str | None = None,
+        metrics_port: int | None = None,
+    ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.settings = settings
         self.workers = [_Worker(i + 1) for i in range(workers)]
         self.log_level = log_level
+        #: None: each worker's own $CLEARPATH_LOG_FORMAT (it inherits the environment).
+        self.log_format = log_format
         self.port = 0
+        #: Worker INDEX's own /metrics on metrics_port + INDEX - 1 (0: a free port each).
+        self.metrics_port = metrics_port
+        #: The metrics port of each worker by index, once it listens.
+        self.metrics_ports: dict[int, int] = {}
         self._reserved: socket.socket | None = None
         self._stopping = False
         self.stopping = asyncio.Event()
@@ -242,7 +293,12 @@ class WorkerPool:
             await self.stop()
             raise
         self._watchers = [asyncio.create_task(self._watch(w)) for w in self.workers]
-        log.info("bridge listening on %s (core %s)", self.url, self.settings.core)
+        log.info(
+            "bridge listening on %s (core %s)",
+            self.url,
+            self.settings.core,
+            extra={"event": "listening", "url": self.url, "core": self.settings.core},
+        )
         log.info("bridge workers: %s", ", ".join(f"{w.index} pid {w.pid}" for w in self.workers))
 
     def request_stop(self) -> None:
@@ -298,6 +354,12 @@ class WorkerPool:
             str(len(self.workers)),
             "--log-level",
             self.log_level,
+            *(("--log-format", self.log_format) if self.log_format else ()),
+            *(
+                ("--metrics-port", str(self._metrics_port(worker)))
+                if self.metrics_port is not None
+                else ()
+            ),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -321,6 +383,16 @@ class WorkerPool:
             raise WorkerFailed(
                 f"bridge worker {worker.index} exited with {process.returncode} before listening"
             )
+        words = line.split()
+        if len(words) == 4 and words[2] == b"metrics":
+            self.metrics_ports[worker.index] = int(words[3])
+
+    def _metrics_port(self, worker: _Worker) -> int:
+        """The metrics port ``worker`` listens on (0: a free one; a restart keeps it)."""
+        assert self.metrics_port is not None
+        if self.metrics_port == 0:
+            return self.metrics_ports.get(worker.index, 0)
+        return self.metrics_port + worker.index - 1
 
     async def _watch(self, worker: _Worker) -> None:
         """Restart ``worker`` whenever it exits while the pool is not stopping."""
@@ -372,10 +444,17 @@ def _url(host: str, port: int) -> str:
     return f"http://{reach}:{port}"
 
 
-async def run_pool(settings: BridgeSettings, workers: int, log_level: str = "INFO") -> int:
-    """Run a :class:`WorkerPool` until SIGINT/SIGTERM; the exit code."""
+async def run_pool(
+    settings: BridgeSettings,
+    workers: int,
+    log_level: str = "INFO",
+    log_format: str | None = None,
+    metrics_port: int | None = None,
+) -> int:
+    """Run a :class:`WorkerPool` until SIGINT/SIGTERM; the exit code. ``metrics_port``:
+    see :class:`WorkerPool` (None: ``/metrics`` only on the shared port)."""
     loop = asyncio.get_running_loop()
-    pool = WorkerPool(settings, workers, log_level)
+    pool = WorkerPool(settings, workers, log_level, log_format, metrics_port)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, pool.request_stop)
     try:

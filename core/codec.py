@@ -5,7 +5,13 @@ The WebSocket bridge, the CLI and the SDK all speak this shape::
     {"type": "package_update", "subscription_type": "package_updates",
      "id": "…", "position": {"offset": 12, "epoch": "…"},
      "data": {"package_id": "…", "status": "in_transit", …},
-     "timestamp": "2024-01-15T10:30:00Z"}
+     "timestamp": "2024-01-15T10:30:00Z",
+     "published_at": "2024-01-15T10:30:00.042Z",
+     "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+
+``published_at`` (when the core accepted the event, RFC 3339 UTC with
+milliseconds) and ``traceparent`` (W3C trace context of the publishing call)
+are present only when the event has them.
 
 Payload fields keep their proto (snake_case) names and natural JSON types:
 enums are lower-case names without their prefix (``PACKAGE_STATUS_IN_TRANSIT``
@@ -37,6 +43,7 @@ __all__ = [
     "enum_names",
     "event_from_frame",
     "event_to_frame",
+    "millis_text",
     "parse_timestamp",
     "payload_to_dict",
 ]
@@ -146,7 +153,7 @@ def event_to_frame(event: pb.Event) -> dict[str, Any]:
     kind = event.WhichOneof("payload")
     if kind is None:
         raise InvalidArgument("event has no payload")
-    return {
+    frame: dict[str, Any] = {
         "type": kind,
         "subscription_type": TOPIC_NAMES.get(event.topic) or topic_name(PAYLOAD_TOPIC[kind]),
         "id": event.id,
@@ -154,6 +161,18 @@ def event_to_frame(event: pb.Event) -> dict[str, Any]:
         "data": payload_to_dict(getattr(event, kind)),
         "timestamp": event.timestamp.ToJsonString(),
     }
+    published = event.published_at
+    if published.seconds or published.nanos:
+        frame["published_at"] = millis_text(published)
+    if event.traceparent:
+        frame["traceparent"] = event.traceparent
+    return frame
+
+
+def millis_text(ts: Timestamp) -> str:
+    """``ts`` as RFC 3339 UTC with exactly three fraction digits (``…:00.042Z``)."""
+    when = datetime.fromtimestamp(ts.seconds, UTC)
+    return f"{when:%Y-%m-%dT%H:%M:%S}.{ts.nanos // 1_000_000:03d}Z"
 
 
 def encode_frame(frame: Mapping[str, Any]) -> bytes:
@@ -162,6 +181,18 @@ def encode_frame(frame: Mapping[str, Any]) -> bytes:
 
 
 # --- JSON → proto --------------------------------------------------------------
+
+
+_FRAME_KEYS = {
+    "type",
+    "data",
+    "id",
+    "timestamp",
+    "subscription_type",
+    "position",
+    "published_at",
+    "traceparent",
+}
 
 
 def event_from_frame(frame: Mapping[str, Any], where: str = "event") -> pb.Event:
@@ -175,9 +206,10 @@ def event_from_frame(frame: Mapping[str, Any], where: str = "event") -> pb.Event
     """
     if not isinstance(frame, Mapping):
         raise InvalidArgument(f"{where}: must be a JSON object")
-    # subscription_type and position are what a subscriber saw; publishing ignores them,
-    # so frames printed by `clearpath subscribe` can be published again.
-    unknown = set(frame) - {"type", "data", "id", "timestamp", "subscription_type", "position"}
+    # subscription_type, position, published_at and traceparent are what a subscriber
+    # saw; publishing ignores them, so frames printed by `clearpath subscribe` can be
+    # published again (as new events: the core stamps them anew).
+    unknown = set(frame) - _FRAME_KEYS
     if unknown:
         raise InvalidArgument(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     kind = frame.get("type")

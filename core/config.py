@@ -109,6 +109,16 @@ class CoreSettings(AuthFields, BaseSettings):
         "a client's further calls wait for one to end. gRPC channels of one process to one "
         "address with the same options share a connection, so this caps their sum",
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="HTTP port of /metrics, /healthz and /readyz; unset: no such endpoint "
+        "(0 picks a free one)",
+    )
+    metrics_host: str | None = Field(
+        None, description="address the metrics endpoint binds; unset: the same as host"
+    )
     tls_cert: Path | None = Field(
         None, description="PEM certificate chain of the core: serve TLS (with tls_key)"
     )

@@ -53,6 +53,7 @@ class Subscription(Generic[T]):
         "capacity",
         "closed",
         "max_bytes",
+        "missed",
         "on_ready",
         "overflowed",
         "refused",
@@ -88,6 +89,9 @@ class Subscription(Generic[T]):
         self._refusing = False  # overflowed or closed: one check per offer
         #: After an overflow: the first item refused of each topic (None before).
         self.refused: dict[int, T] | None = None
+        #: Items refused because the subscription had overflowed (that its filter
+        #: accepts), the one that overflowed it included; never reset.
+        self.missed = 0
         self.on_ready = on_ready
 
     def __len__(self) -> int:
@@ -102,10 +106,12 @@ class Subscription(Generic[T]):
         """Queue ``item`` if the filter accepts it; False if it was refused or overflowed."""
         if self._refusing:
             refused = self.refused
-            if refused is not None and item.topic not in refused:
+            if refused is not None:
                 accepts = self._accepts
                 if accepts is None or accepts(item):  # what the filter refuses is not missed
-                    refused[item.topic] = item
+                    self.missed += 1
+                    if item.topic not in refused:
+                        refused[item.topic] = item
             return False
         accepts = self._accepts
         if accepts is not None and not accepts(item):
@@ -128,6 +134,7 @@ class Subscription(Generic[T]):
     def _overflow(self, item: T) -> bool:
         self.overflowed = self._refusing = True
         self.refused = {item.topic: item}
+        self.missed += 1
         self.on_ready()
         return False
 

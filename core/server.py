@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import signal
+import socket
+from typing import TYPE_CHECKING, Any
 
 import grpc
+from aiohttp import hdrs, web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -17,12 +21,21 @@ from core.exposure import warn_if_open
 from core.guard import Authenticator, AuthInterceptor
 from core.hub import Hub
 from core.limits import MAX_PING_STRIKES, MIN_CLIENT_PING_INTERVAL
-from core.service import SERVICE_NAME, RealtimeService, add_to_server
+from core.metrics import CONTENT_TYPE_LATEST, Family, Metrics, counter, gauge
+from core.service import PUBLISH_METHOD, SERVICE_NAME, RealtimeService, add_to_server
 from core.wire import Delivery
+
+if TYPE_CHECKING:
+    from core.guard import Continuation
 
 __all__ = ["SERVICE_NAME", "CoreNode", "create_server", "serve"]
 
 log = logging.getLogger("clearpath.core")
+
+try:
+    VERSION = importlib.metadata.version("clearpath-realtime")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+    VERSION = "unknown"
 
 
 def server_options(settings: CoreSettings) -> list[tuple[str, int]]:
@@ -57,7 +70,9 @@ def create_server(
     (mutual TLS), or its handshake fails. ValueError naming a file that cannot
     be read."""
     # Every call but health checks needs a valid token when auth is on (core.guard).
-    interceptors = [AuthInterceptor(service.auth)] if service.auth.enabled else []
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if service.auth.enabled:
+        interceptors = [_RefusedPublishes(service), AuthInterceptor(service.auth)]
     server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
     add_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
@@ -78,10 +93,47 @@ def create_server(
     return server, port, health_servicer
 
 
-class CoreNode:
-    """One running core: broker, hub, service and gRPC server, started and stopped together."""
+class _RefusedPublishes(grpc.aio.ServerInterceptor):
+    """Counts the Publish calls AuthInterceptor refuses (they never reach the
+    service) as ``unauthenticated``; must come before it. A Publish handler that is
+    not the service's own is AuthInterceptor's refusal (tests/test_core_metrics.py
+    pins this)."""
 
-    def __init__(self, settings: CoreSettings, broker: Broker | None = None) -> None:
+    def __init__(self, service: RealtimeService) -> None:
+        self._service = service
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler_call_details.method != PUBLISH_METHOD or handler is None:
+            return handler
+        refuse: Any = handler.unary_unary  # typed sync by grpc-stubs; async here
+        if refuse is None or refuse == self._service.Publish:
+            return handler
+        count = self._service.count_refused
+
+        async def counted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            count(getattr(request, "events", ()), "unauthenticated")  # or Undecodable
+            return await refuse(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            counted, handler.request_deserializer, handler.response_serializer
+        )
+
+
+class CoreNode:
+    """One running core: broker, hub, service and gRPC server, started and stopped together.
+
+    Its figures go to ``metrics`` (a new ``Metrics("core", address)`` by default; in
+    ``clearpath serve`` one shared with the bridge). With ``settings.metrics_port``
+    set, an HTTP endpoint serves ``GET /metrics`` (Prometheus text), ``/healthz``
+    (200 while the process runs) and ``/readyz`` (200 once started while the broker
+    is up, else 503 and a JSON reason); ``metrics_port`` is its bound port then."""
+
+    def __init__(
+        self, settings: CoreSettings, broker: Broker | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.broker = broker or create_broker(
             settings.broker_url,
@@ -98,13 +150,26 @@ class CoreNode:
         self._tasks: set[asyncio.Task[None]] = set()
         #: False while the broker cannot be reached (health NOT_SERVING meanwhile).
         self.broker_up = True
+        #: Times the broker came back after being unreachable.
+        self.broker_reconnects = 0
+        #: True from the end of start() to the beginning of stop().
+        self.serving = False
+        self.metrics = metrics or Metrics("core", self.node_name)
+        #: The bound port of the metrics endpoint once started (None: it is off).
+        self.metrics_port: int | None = None
+        self._ops: web.AppRunner | None = None
 
     def _broker_state(self, up: bool) -> None:
         """The broker went away or came back: health and every open stream follow."""
         if up == self.broker_up:
             return
         self.broker_up = up
-        log.warning("broker %s", "reachable again" if up else "unreachable: NOT_SERVING")
+        self.broker_reconnects += up
+        log.warning(
+            "broker %s",
+            "reachable again" if up else "unreachable: NOT_SERVING",
+            extra={"event": "broker_state", "state": "up" if up else "down"},
+        )
         self.service.broker_available(up)
         task = asyncio.get_running_loop().create_task(self._set_health(up))
         self._tasks.add(task)
@@ -117,19 +182,63 @@ class CoreNode:
             await self._health.set(name, status)
 
     @property
+    def node_name(self) -> str:
+        """``host:port`` naming this node in metrics: the machine's name for a
+        wildcard address (where :attr:`address` says 127.0.0.1 on every machine)."""
+        wildcard = self.settings.host in ("0.0.0.0", "::", "")
+        return f"{socket.gethostname() if wildcard else self.settings.host}:{self.port}"
+
+    @property
     def address(self) -> str:
         """``host:port`` a client on this machine can dial."""
         host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "::", "") else self.settings.host
         return f"{host}:{self.port}"
 
+    def families(self) -> list[Family]:
+        """The node's own metrics (a :class:`core.metrics.Metrics` source)."""
+        return [
+            gauge(
+                "clearpath_broker_up", "1 while the broker is reachable", [], {(): self.broker_up}
+            ),
+            counter(
+                "clearpath_broker_reconnects",
+                "Times the broker came back after being unreachable",
+                [],
+                {(): self.broker_reconnects},
+            ),
+            gauge("clearpath_info", "The running version", ["version"], {(VERSION,): 1}),
+        ]
+
+    def readiness(self) -> str | None:
+        """Why this node should not take traffic now, or None when it is ready."""
+        if not self.serving:
+            return "not serving (starting or stopping)"
+        if not self.broker_up:
+            return "broker unavailable"
+        return None
+
     async def start(self) -> None:
-        """Connect the broker and start serving."""
+        """Start the metrics endpoint (if configured), connect the broker and start serving."""
+        self.metrics.add(self.service.families)
+        self.metrics.add(self.families)
+        if self.settings.metrics_port is not None:
+            await self._start_ops(self.settings.metrics_port)
         hub = self.hub
-        await self.broker.start(lambda event: hub.dispatch(Delivery(event)))
-        await self.server.start()
+        try:
+            await self.broker.start(lambda event: hub.dispatch(Delivery(event)))
+            await self.server.start()
+        except BaseException:
+            await self._stop_ops()
+            raise
+        self.serving = True
         await self._set_health(self.broker_up)
         warn_if_open(log, "the core", self.settings.host, auth=self.service.auth.enabled)
-        log.info("core listening on %s (broker %s)", self.address, self.settings.broker_url)
+        log.info(
+            "core listening on %s (broker %s)",
+            self.address,
+            self.settings.broker_url,
+            extra={"event": "listening", "address": self.address},
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         """Shut down within ``grace`` seconds (the settings' shutdown_grace by default).
@@ -141,6 +250,7 @@ class CoreNode:
         grace = self.settings.shutdown_grace if grace is None else grace
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
+        self.serving = False  # /readyz: 503 from now on
         await self._health.enter_graceful_shutdown()
         self.service.close_streams()
         # Streams before the server: server.stop() sends GOAWAY at once, and at the
@@ -151,7 +261,52 @@ class CoreNode:
                 await self.service.streams_ended()
         await self.server.stop(max(0.0, deadline - loop.time()))
         await self.broker.close()
-        log.info("core stopped")
+        await self._stop_ops()
+        self.metrics.remove(self.service.families)
+        self.metrics.remove(self.families)
+        log.info("core stopped", extra={"event": "stopped", "address": self.address})
+
+    async def _start_ops(self, port: int) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._get_metrics)
+        app.router.add_get("/healthz", _get_healthz)
+        app.router.add_get("/readyz", self._get_readyz)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        host = self.settings.metrics_host or self.settings.host
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._ops = runner
+        self.metrics_port = runner.addresses[0][1]
+        log.info(
+            "core metrics listening on http://%s:%d (/metrics, /healthz, /readyz)",
+            host,
+            self.metrics_port,
+            extra={"event": "metrics_listening", "port": self.metrics_port},
+        )
+
+    async def _stop_ops(self) -> None:
+        if self._ops is not None:
+            await self._ops.cleanup()
+            self._ops = None
+
+    async def _get_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.expose(), headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST}
+        )
+
+    async def _get_readyz(self, request: web.Request) -> web.Response:
+        reason = self.readiness()
+        if reason is None:
+            return web.json_response({"ready": True})
+        return web.json_response({"ready": False, "reason": reason}, status=503)
+
+
+async def _get_healthz(request: web.Request) -> web.Response:
+    return web.json_response({"alive": True})
 
 
 async def serve(settings: CoreSettings) -> None:

@@ -6,10 +6,12 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2 as spb
@@ -20,27 +22,89 @@ from core.config import CoreSettings
 from core.errors import (
     InvalidArgument,
     PermissionDenied,
+    RateLimited,
     RealtimeError,
     ResourceExhausted,
     SlowConsumer,
     Unauthenticated,
+    Unavailable,
 )
 from core.filters import Matcher, build_matcher
-from core.guard import Authenticator, PublishRates
+from core.guard import Authenticator, Metadata, PublishRates
 from core.hub import Hub, Subscription
+from core.metrics import LATENCY_BUCKETS, Counts, Family, Latency, counter, gauge
 from core.positions import Floors
-from core.topics import TOPIC_NAMES, topic_name
-from core.validation import Limits, prepare_events
+from core.topics import (
+    INTERNAL_PAYLOAD_TOPIC,
+    INTERNAL_TOPICS,
+    PAYLOAD_TOPIC,
+    TOPIC_NAMES,
+    topic_name,
+)
+from core.validation import Limits, prepare_events, valid_traceparent
 from core.wire import Delivery, batch_response
 
-__all__ = ["SERVICE_NAME", "RealtimeService", "add_to_server", "method_handlers"]
+__all__ = [
+    "PUBLISH_METHOD",
+    "SERVICE_NAME",
+    "RealtimeService",
+    "add_to_server",
+    "method_handlers",
+]
 
 log = logging.getLogger("clearpath.core")
 
 SERVICE_NAME: str = spb.DESCRIPTOR.services_by_name["RealtimeService"].full_name
+PUBLISH_METHOD = f"/{SERVICE_NAME}/Publish"
 
 # Events of history read from the broker at a time while a stream catches up.
 _PAGE = 1000
+
+
+class _Labels(dict[int, str]):
+    def __missing__(self, topic: int) -> str:
+        return "unknown"
+
+
+#: Topic → its metric label: every topic of the enum by name, internal ones too;
+#: any other number (a newer publisher's, a bad request's) is "unknown".
+_TOPIC_LABELS = _Labels(
+    (number, name.removeprefix("TOPIC_").lower())
+    for name, number in pb.Topic.items()
+    if number != pb.TOPIC_UNSPECIFIED
+)
+
+
+class _Keys(dict[int, tuple[str, str]]):
+    """Topic → a label tuple built once (hot paths make none); others get ``missing``."""
+
+    def __init__(self, pairs: Iterable[tuple[int, tuple[str, str]]], missing: tuple[str, str]):
+        super().__init__(pairs)
+        self.missing = missing
+
+    def __missing__(self, topic: int) -> tuple[str, str]:
+        return self.missing
+
+
+#: Topic → the (path, topic) labels of the delivery metrics.
+_GRPC_KEYS = _Keys(((t, ("grpc", name)) for t, name in _TOPIC_LABELS.items()), ("grpc", "unknown"))
+#: Topic → the (topic, outcome) labels of an event published.
+_OK_KEYS = _Keys(((t, (name, "ok")) for t, name in _TOPIC_LABELS.items()), ("unknown", "ok"))
+
+#: Payload field → topic, to label the events of a refused Publish.
+_PAYLOAD_TOPICS: dict[str, int] = {**PAYLOAD_TOPIC, **INTERNAL_PAYLOAD_TOPIC}
+
+#: Why a Publish was refused → its ``outcome`` label (first match wins).
+_OUTCOMES: tuple[tuple[type[RealtimeError], str], ...] = (
+    (InvalidArgument, "invalid"),
+    (Unauthenticated, "unauthenticated"),
+    (PermissionDenied, "forbidden"),
+    (RateLimited, "rate_limited"),
+    (Unavailable, "unavailable"),
+)
+
+#: Buckets (events) of the queue depth and lag histograms, made at scrape time.
+_DEPTH_BUCKETS = (0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0)
 
 
 def _serialize(response: bytes | spb.SubscribeResponse) -> bytes:
@@ -60,20 +124,43 @@ def method_handlers(service: RealtimeService) -> dict[str, grpc.RpcMethodHandler
     return {
         "Publish": grpc.unary_unary_rpc_method_handler(
             service.Publish,
-            request_deserializer=spb.PublishRequest.FromString,
+            request_deserializer=_lenient(spb.PublishRequest.FromString),
             response_serializer=spb.PublishResponse.SerializeToString,
         ),
         "Subscribe": grpc.unary_stream_rpc_method_handler(
             service.Subscribe,
-            request_deserializer=spb.SubscribeRequest.FromString,
+            request_deserializer=_lenient(spb.SubscribeRequest.FromString),
             response_serializer=_serialize,
         ),
         "History": grpc.unary_unary_rpc_method_handler(
             service.History,
-            request_deserializer=spb.HistoryRequest.FromString,
+            request_deserializer=_lenient(spb.HistoryRequest.FromString),
             response_serializer=spb.HistoryResponse.SerializeToString,
         ),
     }
+
+
+class Undecodable:
+    """A request body that is not the method's message: the handler answers
+    INVALID_ARGUMENT (gRPC itself would answer UNKNOWN and log a traceback)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument(f"request: not a valid message ({self.reason})")
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return Undecodable(str(exc)[:200])
+
+    return deserialize
 
 
 class RealtimeService(sgrpc.RealtimeServiceServicer):
@@ -102,6 +189,13 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         self._idle.set()
         self._broker_up = True
         self._wakers: set[asyncio.Event] = set()
+        # Metrics: plain counters here, families built at scrape time (families()).
+        self._published = Counts()  # (topic, outcome) → events
+        self._latency = Latency(LATENCY_BUCKETS)  # (path, topic) → live events handed on
+        self._delivered = Counts()  # (path, topic) → events handed on, not in _latency
+        self._filtered = Counts()  # (path, topic) → live events a filter refused
+        self._dropped = 0  # events streams lost by overflowing (see families())
+        self._slow_closes = 0  # streams ended as slow consumers
 
     def broker_available(self, up: bool) -> None:
         """The broker went away (False) or came back (True): every open stream is
@@ -122,39 +216,167 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         for sub in self._hub.subscriptions():
             sub.close()
 
+    def families(self) -> list[Family]:
+        """The service's metrics now (a :class:`core.metrics.Metrics` source).
+
+        ``events_delivered_total`` counts events handed to gRPC, live and replayed
+        from history; ``delivery_latency_seconds`` only live ones (published_at to
+        handed to gRPC). ``events_dropped_total{reason="slow_consumer"}`` counts
+        the events streams lost by overflowing their queue: refused from the
+        overflow on, and still queued when the stream ended RESOURCE_EXHAUSTED (the
+        subscriber resumes them from history); ``events_filtered_total`` the live
+        events subscribers' filters refused."""
+        path = ("grpc",)
+        latency = self._latency.family(
+            "clearpath_delivery_latency_seconds",
+            "Seconds from an event's published_at to its hand-over to gRPC (live events)",
+            ["path", "topic"],
+        )
+        delivered = dict(self._delivered.items())
+        for sample in latency.samples:
+            if sample.name.endswith("_count"):
+                key = (sample.labels["path"], sample.labels["topic"])
+                delivered[key] = delivered.get(key, 0) + sample.value
+        subs = self._hub.subscriptions()
+        depth = Latency(_DEPTH_BUCKETS)
+        lag = Latency(_DEPTH_BUCKETS)
+        deepest = 0
+        for sub in subs:
+            queued = len(sub)
+            deepest = max(deepest, queued)
+            depth.observe(path, queued)
+            lag.observe(path, queued + sub.missed)  # missed: behind by those too
+        return [
+            self._published.family(
+                "clearpath_events_published",
+                "Events offered to Publish, by outcome",
+                ["topic", "outcome"],
+            ),
+            counter(
+                "clearpath_events_delivered",
+                "Events handed to gRPC subscribers",
+                ["path", "topic"],
+                delivered,
+            ),
+            self._filtered.family(
+                "clearpath_events_filtered",
+                "Live events a subscriber's filter refused",
+                ["path", "topic"],
+            ),
+            counter(
+                "clearpath_events_dropped",
+                "Events streams lost by overflowing their queue",
+                ["path", "reason"],
+                {("grpc", "slow_consumer"): self._dropped},
+            ),
+            latency,
+            gauge(
+                "clearpath_subscriptions",
+                "Subscriptions by topic",
+                ["path", "topic"],
+                {key: self._hub.count(t) for t, key in _GRPC_KEYS.items()},
+            ),
+            gauge(
+                "clearpath_queue_depth_max",
+                "Events queued for the most behind subscriber",
+                ["path"],
+                {path: deepest},
+            ),
+            depth.family(
+                "clearpath_queue_depth",
+                "Events queued per subscriber (at scrape time)",
+                ["path"],
+            ),
+            lag.family(
+                "clearpath_subscriber_lag_events",
+                "Events each subscriber is behind the head: queued, and missed after an overflow",
+                ["path"],
+            ),
+            counter(
+                "clearpath_slow_consumer_closes",
+                "Streams ended as slow consumers (queue overflow, or history trimmed in a replay)",
+                ["path"],
+                {path: self._slow_closes},
+            ),
+            counter(
+                "clearpath_rate_limited",
+                "Calls refused for going too fast",
+                ["path", "kind"],
+                {("grpc", "publish"): self.rates.refused},
+            ),
+            counter(
+                "clearpath_auth_failures",
+                "Calls refused as unauthenticated",
+                ["path"],
+                {path: self.auth.failures},
+            ),
+            gauge("clearpath_streams", "Open Subscribe streams", ["path"], {path: self.streams}),
+        ]
+
     async def Publish(
         self,
         request: spb.PublishRequest,
         context: grpc.aio.ServicerContext[spb.PublishRequest, spb.PublishResponse],
     ) -> spb.PublishResponse:
+        if isinstance(request, Undecodable):
+            error = request.error()
+            await context.abort(error.grpc_code, str(error))
+        metadata = context.invocation_metadata()
         try:
-            identity = self.auth.identity(context.invocation_metadata())
+            identity = self.auth.identity(metadata)
             # The request was deserialized for this call: its events are ours to use.
             events = prepare_events(request.events, self._limits, copy=False)
             if not identity.operator:
                 for i, event in enumerate(events):
+                    if event.topic in INTERNAL_TOPICS:
+                        raise _internal(event.topic)
                     if not identity.may_publish(event.topic):
                         raise PermissionDenied(
                             f"events[{i}]: this token may not publish to {topic_name(event.topic)}"
                         )
             self.rates.take(identity, len(events))
+            _stamp(events, metadata)
             positions = await self._broker.publish(events)
         except RealtimeError as exc:
+            self.count_refused(request.events, _outcome(exc))
             await context.abort(exc.grpc_code, str(exc))
         response = spb.PublishResponse()
         add = response.results.add
+        published = self._published
         for event, position in zip(events, positions, strict=True):
             result = add()
             result.id = event.id
             result.topic = event.topic
             result.position.CopyFrom(position)
+            published.inc(_OK_KEYS[event.topic])
+        if log.isEnabledFor(logging.DEBUG):
+            for event in events:
+                log.debug(
+                    "publish id=%s topic=%s offset=%d",
+                    event.id,
+                    _TOPIC_LABELS[event.topic],
+                    event.position.offset,
+                )
         return response
+
+    def count_refused(self, events: Sequence[pb.Event], outcome: str) -> None:
+        """Count the events of a refused Publish under ``outcome``, each by the topic
+        of its payload (``unknown`` without one); an empty batch counts once."""
+        if not events:
+            self._published.inc(("unknown", outcome))
+        for event in events:
+            kind = event.WhichOneof("payload")
+            topic = _PAYLOAD_TOPICS[kind] if kind is not None else event.topic
+            self._published.inc((_TOPIC_LABELS[topic], outcome))
 
     async def Subscribe(  # type: ignore[override]  # yields pre-serialized events too
         self,
         request: spb.SubscribeRequest,
         context: grpc.aio.ServicerContext[spb.SubscribeRequest, spb.SubscribeResponse],
     ) -> AsyncIterator[spb.SubscribeResponse | bytes]:
+        if isinstance(request, Undecodable):
+            error = request.error()
+            await context.abort(error.grpc_code, str(error))
         try:
             if self._closing:
                 # No await from here to hub.add below: a stream either is refused
@@ -171,7 +393,7 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         except RealtimeError as exc:
             await context.abort(exc.grpc_code, str(exc))
         ready = asyncio.Event()
-        accepts = None if matcher is None else _on_event(matcher)
+        accepts = None if matcher is None else _on_event(matcher, self._filtered)
         sub: Subscription[Delivery] = Subscription(
             topics, self._settings.queue_size, ready.set, accepts
         )
@@ -181,13 +403,15 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         self._wakers.add(ready)
         self.streams += 1
         self._idle.clear()
-        log.info("subscribe %s topics=%s", sub_id, [TOPIC_NAMES[t] for t in topics])
+        log.info("subscribe %s topics=%s", sub_id, [topic_name(t) for t in topics])
         try:
             batch = max(1, request.max_batch)
             async for response in self._stream(sub, sub_id, topics, since, ready, batch, matcher):
                 yield response
         except RealtimeError as exc:
             ended: RealtimeError = exc
+            if isinstance(exc, SlowConsumer):
+                self._slow_closes += 1
             if expired is not None and expired.cancelled():
                 ended = Unauthenticated(
                     "token expired; subscribe again with a fresh token and `since` set to "
@@ -199,6 +423,8 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             if expired is not None:
                 expired.cancel()
             self._hub.remove(sub)
+            if sub.overflowed:  # lost to this stream: refused, and queued but not sent
+                self._dropped += sub.missed + len(sub)
             self._wakers.discard(ready)
             self.streams -= 1
             if not self.streams:
@@ -209,10 +435,13 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         request: spb.HistoryRequest,
         context: grpc.aio.ServicerContext[spb.HistoryRequest, spb.HistoryResponse],
     ) -> spb.HistoryResponse:
+        if isinstance(request, Undecodable):
+            error = request.error()
+            await context.abort(error.grpc_code, str(error))
         try:
             identity = self.auth.identity(context.invocation_metadata())
             matcher = None
-            if request.topic in TOPIC_NAMES:
+            if request.topic in TOPIC_NAMES or request.topic in INTERNAL_TOPICS:
                 spec = _allowed_filter(identity, [request.topic], spb.SubscriptionFilter())
                 matcher = build_matcher(spec)
             page = await self._history_page(request)
@@ -228,7 +457,7 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         """One page: at most ``limit`` (and ``max_batch``) events and ``batch_bytes``,
         though always the first event (it fits in a message)."""
         topic = request.topic
-        if topic not in TOPIC_NAMES:
+        if topic not in TOPIC_NAMES and topic not in INTERNAL_TOPICS:
             raise InvalidArgument(f"topic: unknown topic {topic}")
         since = request.since if request.HasField("since") else None
         limit = min(request.limit or self._settings.max_batch, self._settings.max_batch)
@@ -283,8 +512,21 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             fresh = sub.drain()
             if floors:
                 fresh = [d for d in fresh if floors.admits(d.event.topic, d.event.position)]
-            for chunk in _chunks(fresh, batch, limit):
-                yield chunk
+            debug = fresh and log.isEnabledFor(logging.DEBUG)
+            if batch == 1:  # the common case, kept lean: one clock read per response
+                for delivery in fresh:
+                    self._handed(delivery, time.time())
+                    if debug:
+                        log.debug("deliver %s ids=%s", sub_id, [delivery.event.id])
+                    yield delivery.response()
+            else:
+                for group in _groups(fresh, batch, limit):
+                    now = time.time()
+                    for delivery in group:
+                        self._handed(delivery, now)
+                    if debug:
+                        log.debug("deliver %s ids=%s", sub_id, [d.event.id for d in group])
+                    yield _response(group)
             if sub.closed:
                 raise _ShuttingDown()
             if sub.overflowed:
@@ -301,6 +543,15 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             except TimeoutError:
                 yield _heartbeat(broker_up=self._broker_up)
 
+    def _handed(self, delivery: Delivery, now: float) -> None:
+        """``delivery`` is handed to gRPC at ``now``: its delivery latency, by topic."""
+        published = delivery.published
+        if published:
+            late = now - published  # another node's clock may be ahead
+            self._latency.observe(_GRPC_KEYS[delivery.topic], late if late > 0.0 else 0.0)
+        else:  # published by a core that did not stamp it
+            self._delivered.inc(_GRPC_KEYS[delivery.topic])
+
     async def _replay(
         self,
         topic: int,
@@ -314,8 +565,11 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         while found.events:
             events = found.events
             deliveries = [Delivery(e) for e in events if matcher is None or matcher(e)]
-            for chunk in _chunks(deliveries, batch, limit):
-                yield chunk
+            key = _GRPC_KEYS[topic]
+            for group in _groups(deliveries, batch, limit):
+                yield _response(group)
+                # Replayed history is delivered, but its age is no delivery latency.
+                self._delivered.inc(key, len(group))
             last = events[-1].position
             if last.epoch != head.epoch or last.offset >= head.offset:
                 return
@@ -335,6 +589,8 @@ def _allowed_filter(
     """``spec`` as ``identity`` may have it: PermissionDenied for a topic it may not
     read; a non-operator reads only its own notifications (and everyone's)."""
     for topic in topics:
+        if topic in INTERNAL_TOPICS and not identity.operator:
+            raise _internal(topic)
         if not identity.may_subscribe(topic):
             raise PermissionDenied(f"this token may not subscribe to {topic_name(topic)}")
     if identity.operator or pb.TOPIC_NOTIFICATIONS not in topics:
@@ -345,6 +601,11 @@ def _allowed_filter(
     mine.CopyFrom(spec)
     mine.user_id = identity.subject
     return mine
+
+
+def _internal(topic: int) -> PermissionDenied:
+    # Internal topics (the bridges' canary, see core.topics): operators only.
+    return PermissionDenied(f"{topic_name(topic)} is an internal topic: operator tokens only")
 
 
 def _expire(
@@ -372,28 +633,70 @@ def _heartbeat(*, broker_up: bool) -> spb.SubscribeResponse:
     return spb.SubscribeResponse(heartbeat=heartbeat)
 
 
-def _on_event(matcher: Matcher) -> Callable[[Delivery], bool]:
-    return lambda delivery: matcher(delivery.event)
+def _on_event(matcher: Matcher, filtered: Counts) -> Callable[[Delivery], bool]:
+    def accepts(delivery: Delivery) -> bool:
+        if matcher(delivery.event):
+            return True
+        filtered.inc(_GRPC_KEYS[delivery.topic])
+        return False
+
+    return accepts
 
 
-def _chunks(deliveries: list[Delivery], batch: int, max_bytes: int) -> Iterator[bytes]:
-    """Serialized responses for ``deliveries``: single events, or batches of at most
-    ``batch`` events and ``max_bytes`` bytes (an event larger than that goes alone)."""
+def _stamp(events: Sequence[pb.Event], metadata: Metadata) -> None:
+    """Set ``published_at`` of accepted ``events`` to now (one clock read), and give
+    those without a ``traceparent`` the call's, when it carries a valid one."""
+    now = time.time_ns()
+    stamp = Timestamp(seconds=now // 1_000_000_000, nanos=now % 1_000_000_000)
+    for event in events:
+        event.published_at.CopyFrom(stamp)
+    trace = _traceparent(metadata)
+    if trace:
+        for event in events:
+            if not event.traceparent:
+                event.traceparent = trace
+
+
+def _traceparent(metadata: Metadata) -> str:
+    """The call's W3C ``traceparent``, or "" when it has none or an invalid one."""
+    for key, value in metadata or ():
+        if key == "traceparent":
+            if isinstance(value, str) and valid_traceparent(value):
+                return value
+            return ""
+    return ""
+
+
+def _outcome(exc: RealtimeError) -> str:
+    for kind, outcome in _OUTCOMES:
+        if isinstance(exc, kind):
+            return outcome
+    return "unavailable"  # anything else: the core could not take the events
+
+
+def _groups(deliveries: list[Delivery], batch: int, max_bytes: int) -> Iterator[Sequence[Delivery]]:
+    """``deliveries`` in the groups each response carries: single events, or batches
+    of at most ``batch`` events and ``max_bytes`` bytes (a larger event goes alone)."""
     if batch == 1:
         for delivery in deliveries:
-            yield delivery.response()
+            yield (delivery,)
         return
     chunk: list[Delivery] = []
     size = 0
     for delivery in deliveries:
         n = delivery.size()
         if chunk and (len(chunk) >= batch or size + n > max_bytes):
-            yield chunk[0].response() if len(chunk) == 1 else batch_response(chunk)
+            yield chunk
             chunk, size = [], 0
         chunk.append(delivery)
         size += n
     if chunk:
-        yield chunk[0].response() if len(chunk) == 1 else batch_response(chunk)
+        yield chunk
+
+
+def _response(group: Sequence[Delivery]) -> bytes:
+    """The serialized response of a group of :func:`_groups`."""
+    return group[0].response() if len(group) == 1 else batch_response(group)
 
 
 class _ShuttingDown(RealtimeError):
@@ -410,7 +713,7 @@ def _parse_topics(
         raise InvalidArgument("topics: at least one topic is required")
     topics: list[int] = []
     for i, topic in enumerate(request.topics):
-        if topic not in TOPIC_NAMES:
+        if topic not in TOPIC_NAMES and topic not in INTERNAL_TOPICS:
             valid = ", ".join(pb.Topic.Name(t) for t in TOPIC_NAMES)  # type: ignore[arg-type]
             raise InvalidArgument(f"topics[{i}]: unknown topic {topic}; valid: {valid}")
         if topic not in topics:

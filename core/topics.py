@@ -2,6 +2,12 @@
 
 Names are the JSON/WebSocket spellings: ``package_updates`` for
 ``TOPIC_PACKAGE_UPDATES``, ``package_update`` for the ``package_update`` payload.
+
+Besides the seven subscription types (:data:`TOPICS`, what browsers, tokens and
+the CLI name) the broker carries internal topics (:data:`INTERNAL_TOPICS`): only
+``TOPIC_CANARY``, on which each bridge publishes probes to itself (its
+readiness). They are stored and fanned out like any topic, but only operators
+may publish or subscribe to them, and no name lookup for clients finds them.
 """
 
 from __future__ import annotations
@@ -10,7 +16,11 @@ from clearpath.realtime.v1 import events_pb2 as pb
 from core.errors import InvalidArgument, UnknownTopic
 
 __all__ = [
+    "ALL_TOPICS",
+    "CANARY",
     "EVENT_TYPES",
+    "INTERNAL_PAYLOAD_TOPIC",
+    "INTERNAL_TOPICS",
     "PAYLOAD_TOPIC",
     "TOPICS",
     "TOPIC_NAMES",
@@ -42,17 +52,32 @@ _BY_NAME = {name: t for t, name in TOPIC_NAMES.items()}
 #: Every event type (payload field name), in topic order.
 EVENT_TYPES: tuple[str, ...] = tuple(TOPIC_PAYLOAD[t] for t in TOPICS)
 
+#: The bridges' readiness probe (payload ``canary``): internal, operators only.
+CANARY: int = pb.TOPIC_CANARY
+#: Internal payload field → its topic; not event types of the public API.
+INTERNAL_PAYLOAD_TOPIC: dict[str, int] = {"canary": CANARY}
+#: Topics the broker carries that are not subscription types, in enum order.
+INTERNAL_TOPICS: tuple[int, ...] = tuple(sorted(INTERNAL_PAYLOAD_TOPIC.values()))
+#: Every topic the broker stores and fans out: the subscription types, then the internal ones.
+ALL_TOPICS: tuple[int, ...] = TOPICS + INTERNAL_TOPICS
+_ALL_NAMES: dict[int, str] = {
+    **TOPIC_NAMES,
+    **{t: pb.Topic.Name(t).removeprefix("TOPIC_").lower() for t in INTERNAL_TOPICS},  # type: ignore[arg-type]
+}
+
 
 def topic_name(topic: int) -> str:
-    """The JSON name of a topic; raises InvalidArgument for an unknown number."""
+    """The JSON name of a topic, internal ones included (``canary``); raises
+    InvalidArgument for an unknown number."""
     try:
-        return TOPIC_NAMES[topic]
+        return _ALL_NAMES[topic]
     except KeyError:
         raise InvalidArgument(f"unknown topic {topic}") from None
 
 
 def topic_from_name(name: str) -> int:
-    """The topic called ``name`` (``anomalies`` or ``TOPIC_ANOMALIES``).
+    """The subscription type called ``name`` (``anomalies`` or ``TOPIC_ANOMALIES``);
+    internal topics are not found by name (no client can ask for them).
 
     Raises UnknownTopic (an InvalidArgument) listing the valid names otherwise.
     """

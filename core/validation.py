@@ -9,23 +9,32 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from clearpath.realtime.v1 import events_pb2 as pb
 from core.codec import enum_names
 from core.errors import InvalidArgument
 from core.limits import MAX_EVENT_BYTES, MAX_STRING_CHARS
-from core.topics import PAYLOAD_TOPIC, TOPIC_NAMES
+from core.topics import INTERNAL_PAYLOAD_TOPIC, PAYLOAD_TOPIC, topic_name
 
-__all__ = ["Limits", "prepare_events"]
+__all__ = ["Limits", "prepare_events", "valid_traceparent"]
+
+# W3C Trace Context, version 00: version-trace_id-parent_id-flags, lower-case hex.
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+_ZERO_TRACE, _ZERO_PARENT = "0" * 32, "0" * 16
 
 # Timestamp's valid range, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 _MIN_SECONDS, _MAX_SECONDS = -62135596800, 253402300799
+
+# Every payload accepted here: the event types, and the internal canary.
+_TOPIC_OF: dict[str, int] = {**PAYLOAD_TOPIC, **INTERNAL_PAYLOAD_TOPIC}
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,8 @@ _REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     "map_update": (("package_id", "vehicle_id"),),
     "agent_activity": (("agent_id",), ("action",)),
     "system_health": (("component",), ("status",)),
+    # Internal (see core.topics): who may publish it is the service's rule.
+    "canary": (("source",),),
 }
 _RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "anomaly_detected": {"confidence_score": (0.0, 1.0)},
@@ -78,7 +89,9 @@ def prepare_events(
 
     A ready event has its payload checked, its topic set from the payload (a
     given topic must match it), an id (a new UUID when empty) and a timestamp
-    (now when absent); any position given is cleared. Nothing is returned
+    (now when absent); any position given is cleared, and so is a
+    ``traceparent`` that is not valid W3C trace context (ignored, as the W3C
+    spec asks). ``published_at`` is the core's to set. Nothing is returned
     unless every event passes, so a batch is published whole or not at all.
     """
     if not events:
@@ -104,16 +117,19 @@ def _check(event: pb.Event, where: str, limits: Limits) -> None:
     kind = event.WhichOneof("payload")
     if kind is None:
         raise InvalidArgument(f"{where}: no payload; set one of {', '.join(PAYLOAD_TOPIC)}")
-    topic = PAYLOAD_TOPIC[kind]
+    topic = _TOPIC_OF[kind]
     if event.topic not in (pb.TOPIC_UNSPECIFIED, topic):
-        given = TOPIC_NAMES.get(event.topic, str(event.topic))
+        try:
+            given = topic_name(event.topic)
+        except InvalidArgument:
+            given = str(event.topic)
         raise InvalidArgument(
-            f"{where}.topic: a {kind} payload belongs to {TOPIC_NAMES[topic]}, not {given}"
+            f"{where}.topic: a {kind} payload belongs to {topic_name(topic)}, not {given}"
         )
     if len(event.id) > limits.max_id_chars:
         raise InvalidArgument(f"{where}.id: at most {limits.max_id_chars} characters")
     if event.HasField("timestamp"):
-        _check_timestamp(event.timestamp.seconds, f"{where}.timestamp")
+        _check_timestamp(event.timestamp, f"{where}.timestamp")
     payload = getattr(event, kind)
     _check_payload(kind, payload, f"{where}.{kind}", limits, size)
 
@@ -124,13 +140,22 @@ def _ready(event: pb.Event, copy: bool) -> pb.Event:
         ready.CopyFrom(event)
     else:
         ready = event
-    ready.topic = PAYLOAD_TOPIC[ready.WhichOneof("payload")]  # type: ignore[index,assignment]
+    ready.topic = _TOPIC_OF[ready.WhichOneof("payload")]  # type: ignore[index,assignment]
     ready.ClearField("position")
+    if ready.traceparent and not valid_traceparent(ready.traceparent):
+        ready.traceparent = ""
     if not ready.id:
         ready.id = os.urandom(16).hex()  # 128 random bits, like a UUID4's hex
     if not ready.HasField("timestamp"):
         ready.timestamp.GetCurrentTime()
     return ready
+
+
+def valid_traceparent(value: str) -> bool:
+    """Whether ``value`` is a W3C ``traceparent`` of version 00
+    (``00-<32 hex>-<16 hex>-<2 hex>``, lower case, neither id all zeros)."""
+    match = _TRACEPARENT.fullmatch(value)
+    return match is not None and match[1] != _ZERO_TRACE and match[2] != _ZERO_PARENT
 
 
 class _Plan:
@@ -158,7 +183,7 @@ class _Plan:
 
 
 _FINITE = sys.float_info.max
-_PLANS = {kind: _Plan(kind) for kind in PAYLOAD_TOPIC}
+_PLANS = {kind: _Plan(kind) for kind in _TOPIC_OF}
 
 
 def _check_payload(kind: str, payload: Message, where: str, limits: Limits, size: int) -> None:
@@ -181,7 +206,7 @@ def _check_payload(kind: str, payload: Message, where: str, limits: Limits, size
             raise InvalidArgument(f"{where}.{name}: {number} is out of range {_span(low, high)}")
     for name in plan.stamps:
         if payload.HasField(name):
-            _check_timestamp(getattr(payload, name).seconds, f"{where}.{name}")
+            _check_timestamp(getattr(payload, name), f"{where}.{name}")
     for alternatives in _REQUIRED[kind]:
         if not any(getattr(payload, name) for name in alternatives):
             raise InvalidArgument(f"{where}.{' or '.join(alternatives)}: required")
@@ -191,6 +216,8 @@ def _span(low: float, high: float) -> str:
     return f"[{low}, {'inf' if high == _FINITE else high}]"
 
 
-def _check_timestamp(seconds: int, where: str) -> None:
-    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+def _check_timestamp(stamp: Timestamp, where: str) -> None:
+    if not _MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS:
         raise InvalidArgument(f"{where}: outside 0001-01-01 .. 9999-12-31")
+    if not 0 <= stamp.nanos <= 999_999_999:
+        raise InvalidArgument(f"{where}.nanos: {stamp.nanos} is out of range [0, 999999999]")

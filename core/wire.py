@@ -32,18 +32,19 @@ def varint(n: int) -> bytes:
 
 
 class Delivery:
-    """One published event on its way to subscribers."""
+    """One published event on its way to subscribers.
 
-    __slots__ = ("_body", "event")
+    ``topic`` and ``published`` (``event.published_at`` in seconds since the
+    epoch, 0.0 when unset) are read once here, not once per subscriber."""
+
+    __slots__ = ("_body", "event", "published", "topic")
 
     def __init__(self, event: pb.Event) -> None:
         self.event = event
+        self.topic: int = event.topic
+        stamp = event.published_at
+        self.published: float = stamp.seconds + stamp.nanos * 1e-9
         self._body: bytes | None = None
-
-    @property
-    def topic(self) -> int:
-        """The event's topic."""
-        return self.event.topic
 
     def _length_and_event(self) -> bytes:
         if self._body is None:

@@ -421,7 +421,10 @@ async def test_operator_endpoints_need_an_operator_token(secured: BridgeNode) ->
             assert alice_token not in text
         async with http.get(f"{secured.url}/ws/status") as response:
             public = await response.json()
-            assert public == {"status": "ok", "upstream": {"connected": True}}
+            assert set(public) == {"status", "upstream", "readiness"}  # nothing more
+            assert public["status"] == "ok"
+            assert public["upstream"] == {"connected": True}
+            assert set(public["readiness"]) <= {"ready", "reason", "canary"}
         async with http.get(f"{secured.url}/ws/status", headers=operator) as response:
             assert (await response.json())["connections"]["total"] == 1
         async with http.get(f"{secured.url}/ws/status", headers=headers) as response:

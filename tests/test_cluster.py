@@ -22,10 +22,21 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from clients.cli.cluster import NGINX_SHARED, Options, plan, prepare, render_nginx
+from clients.cli.app import build_parser
+from clients.cli.cluster import (
+    NGINX_SHARED,
+    Options,
+    plan,
+    prepare,
+    render_nginx,
+    render_prometheus,
+)
+from clients.cli.cluster import options as resolved_options
+from clients.cli.cluster import run as run_cluster
 
 START = 60.0
 TIMEOUT = 15.0
@@ -314,3 +325,65 @@ def test_the_generated_nginx_config_is_valid_and_includes_the_shared_one(tmp_pat
     )
     assert checked.returncode == 0, checked.stderr
     assert (tmp_path / ".gitignore").read_text().splitlines()[-1] == "*"
+
+
+def scraped(config: dict[str, Any]) -> dict[str, list[str]]:
+    """A Prometheus config's targets by job."""
+    return {
+        job["job_name"]: [t for c in job["static_configs"] for t in c["targets"]]
+        for job in config["scrape_configs"]
+    }
+
+
+def test_the_plan_gives_each_core_a_metrics_port_that_prometheus_scrapes(
+    tmp_path: Path,
+) -> None:
+    opts = options(tmp_path, metrics_ports=(19464, 19465))
+    cores, bridges = plan(opts)[1], plan(opts)[3]
+    assert [c.argv[c.argv.index("--metrics-port") + 1] for c in cores] == ["19464", "19465"]
+    assert [c.serves.split()[0] for c in cores] == ["127.0.0.1:15061", "127.0.0.1:15062"]
+    config = yaml.safe_load(render_prometheus(opts))
+    assert scraped(config) == {
+        "clearpath-core": ["127.0.0.1:19464", "127.0.0.1:19465"],
+        "clearpath-bridge": [f"127.0.0.1:{b.port}" for b in bridges],
+    }
+    assert all("authorization" not in job for job in config["scrape_configs"])
+    prepare(opts)
+    assert yaml.safe_load((tmp_path / "prometheus.yml").read_text()) == config
+    assert not (tmp_path / "prometheus-token").exists()
+
+
+def test_with_auth_prometheus_scrapes_the_bridges_with_an_operator_token(
+    tmp_path: Path,
+) -> None:
+    from core.auth import Verifier, read_secret
+
+    folder = tmp_path / "a dir with spaces"
+    opts = options(folder, metrics_ports=(19464, 19465), auth=True)
+    prepare(opts)
+    config = yaml.safe_load((folder / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    token = folder.resolve() / "prometheus-token"
+    assert jobs["clearpath-bridge"]["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": str(token),
+    }
+    assert "authorization" not in jobs["clearpath-core"]
+    assert token.stat().st_mode & 0o077 == 0
+    verifier = Verifier(algorithms=["HS256"], secret=read_secret(folder / "auth-secret"))
+    identity = verifier.verify(token.read_text().strip())
+    assert (identity.subject, identity.operator) == ("prometheus", True)
+
+
+def test_metrics_ports_are_free_ones_by_default_and_one_per_core(tmp_path: Path) -> None:
+    argv = ["cluster", "--dir", str(tmp_path), "--front-port", "0", "--redis-port", "0",
+            "--bridge-ports", "0,0", "--core-ports", "0,0,0"]  # fmt: skip
+    opts = resolved_options(build_parser().parse_args(argv))
+    assert len(opts.metrics_ports) == 3
+    every = [opts.front_port, opts.redis_port, *opts.bridge_ports, *opts.core_ports]
+    assert len(set(every + list(opts.metrics_ports))) == len(every) + 3
+    assert 0 not in opts.metrics_ports
+    given = resolved_options(build_parser().parse_args([*argv, "--metrics-ports", "19001,0,19003"]))
+    assert given.metrics_ports[0::2] == (19001, 19003)
+    assert given.metrics_ports[1] not in (0, *given.core_ports, *given.bridge_ports)
+    assert run_cluster(build_parser().parse_args([*argv, "--metrics-ports", "19001"])) == 2

@@ -1,9 +1,13 @@
 """docker-compose.yml, checked without a Docker engine: every command of the ClearPath
 image parses as a ``clearpath`` subcommand, every mounted file exists, the bridges
-name the core services, the cores the redis service, and nginx the bridge services."""
+name the core services, the cores the redis service, and nginx the bridge services.
+Prometheus scrapes every core's metrics port and every bridge's port (with a token),
+Grafana is provisioned with that Prometheus and the dashboard, and every metric the
+dashboard queries is one of :data:`EXPORTED`, with labels it has."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -16,9 +20,44 @@ import pytest
 import yaml
 
 from clients.cli.app import build_parser
+from clients.cli.token import parse_ttl
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+GRAFANA = ROOT / "deploy" / "grafana"
+#: Mounted files the operator makes (never in the repository): git-ignored, and the
+#: compose file's header shows the command that makes each.
+OPERATOR_MADE = {
+    ROOT / "deploy" / "prometheus" / "token": (
+        "clearpath token --subject prometheus --operator --ttl 365d > deploy/prometheus/token"
+    ),
+}
+
+#: The metrics ClearPath exports (README, Operations) and their labels, beside
+#: ``role`` and ``node`` on every series; histograms also have ``le``.
+EXPORTED: dict[str, frozenset[str]] = {
+    "clearpath_events_published_total": frozenset({"topic", "outcome"}),
+    "clearpath_events_delivered_total": frozenset({"path", "topic"}),
+    "clearpath_events_dropped_total": frozenset({"path", "reason"}),
+    "clearpath_events_filtered_total": frozenset({"path", "topic"}),
+    "clearpath_delivery_latency_seconds": frozenset({"path", "topic"}),
+    "clearpath_connections": frozenset({"endpoint"}),
+    "clearpath_subscriptions": frozenset({"path", "topic"}),
+    "clearpath_queue_depth_max": frozenset({"path"}),
+    "clearpath_subscriber_lag_events": frozenset({"path"}),
+    "clearpath_slow_consumer_closes_total": frozenset({"path"}),
+    "clearpath_rate_limited_total": frozenset({"path", "kind"}),
+    "clearpath_auth_failures_total": frozenset({"path"}),
+    "clearpath_upstream_up": frozenset(),
+    "clearpath_upstream_reconnects_total": frozenset(),
+    "clearpath_broker_up": frozenset(),
+    "clearpath_broker_reconnects_total": frozenset(),
+    "clearpath_resumes_total": frozenset({"outcome"}),
+    "clearpath_catch_ups_total": frozenset(),
+}
+HISTOGRAMS = {"clearpath_delivery_latency_seconds", "clearpath_subscriber_lag_events"}
+EVERY_SERIES = frozenset({"role", "node"})
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +79,37 @@ def by_subcommand(services: dict[str, dict[str, Any]], sub: str) -> dict[str, li
     return {n: c for n, c in built(services).items() if c[0] == sub}
 
 
+def volumes(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """``service``'s volumes as (source, target), short and long syntax alike."""
+    found = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            found.append((volume["source"], volume["target"]))
+        else:
+            source, target = volume.split(":")[:2]
+            found.append((source, target))
+    return found
+
+
 def mounts(service: dict[str, Any]) -> dict[Path, str]:
     """Bind mounts of ``service``: file in the repository → path in the container."""
-    found = {}
-    for volume in service.get("volumes", []):
-        source, target = volume.split(":")[:2]
-        if source.startswith((".", "/")):
-            found[(ROOT / source).resolve()] = target
-    return found
+    return {
+        (ROOT / source).resolve(): target
+        for source, target in volumes(service)
+        if source.startswith((".", "/"))
+    }
+
+
+def mounted(service: dict[str, Any], file: Path) -> str:
+    """Where ``service`` mounts ``file`` of the repository."""
+    found = mounts(service)
+    assert file.resolve() in found, f"{file.relative_to(ROOT)} is not mounted"
+    return found[file.resolve()]
+
+
+def address(target: str) -> tuple[str, str]:
+    host, port = target.rsplit(":", 1)
+    return host, port
 
 
 def test_the_image_runs_clearpath() -> None:
@@ -107,12 +169,40 @@ def test_the_bridges_and_the_simulator_name_core_services(
 def test_every_mounted_file_exists(services: dict[str, dict[str, Any]]) -> None:
     declared = set((yaml.safe_load(COMPOSE.read_text()).get("volumes") or {}).keys())
     for name, service in services.items():
-        for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
+        for source, _ in volumes(service):
+            if (ROOT / source).resolve() in OPERATOR_MADE:
+                continue
             if source.startswith((".", "/")):
                 assert (ROOT / source).is_file(), f"{name} mounts {source}, which is missing"
             else:
                 assert source in declared, f"{name}: volume {source} is not declared"
+
+
+def test_the_files_the_operator_makes_are_git_ignored_and_documented(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    header = "".join(line for line in COMPOSE.read_text().splitlines(True) if line[:1] == "#")
+    bound = {
+        (ROOT / v["source"]).resolve(): v
+        for s in services.values()
+        for v in s.get("volumes", [])
+        if isinstance(v, dict)
+    }
+    parser = build_parser()
+    for file, command in OPERATOR_MADE.items():
+        ignored = (file.parent / ".gitignore").read_text().splitlines()
+        assert file.name in ignored, f"{file.relative_to(ROOT)} is not git-ignored"
+        assert command in header, f"the header does not say how to make {file.name}"
+        # The long syntax: a missing file fails `up` instead of becoming a folder.
+        assert bound[file]["bind"] == {"create_host_path": False}, file
+        assert bound[file]["read_only"] is True, file
+        argv = command.split(" > ")[0].split()
+        assert argv[0] == "clearpath"
+        args = parser.parse_args(argv[1:])
+        assert callable(args.handler), command
+        if argv[1] == "token":
+            assert args.operator, "the bridges' /metrics wants an operator token"
+            assert parse_ttl(args.ttl) == 365 * 86400
 
 
 def test_nginx_spreads_over_the_bridge_services(services: dict[str, dict[str, Any]]) -> None:
@@ -183,3 +273,142 @@ def test_authentication_is_on_for_every_service_listening_on_all_interfaces(
         if "0.0.0.0" in command:
             assert any(k.endswith("_AUTH_SECRET") for k in environment), name
             assert "--insecure" not in command, name
+
+
+# --- monitoring: Prometheus and Grafana ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(PROMETHEUS.read_text())
+    return config
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    found: dict[str, Any] = json.loads((GRAFANA / "clearpath.json").read_text())
+    return found
+
+
+def test_prometheus_runs_the_mounted_config(services: dict[str, dict[str, Any]]) -> None:
+    service = services["prometheus"]
+    assert "build" not in service
+    assert service["image"].startswith("prom/prometheus:")
+    assert f"--config.file={mounted(service, PROMETHEUS)}" in service["command"]
+
+
+def test_prometheus_scrapes_every_core_metrics_port_and_every_bridge_port(
+    services: dict[str, dict[str, Any]], prometheus: dict[str, Any]
+) -> None:
+    cores = by_subcommand(services, "serve")
+    bridges = by_subcommand(services, "bridge")
+    token = mounted(services["prometheus"], next(iter(OPERATOR_MADE)))
+    scraped: dict[str, str] = {}
+    for job in prometheus["scrape_configs"]:
+        targets = [t for c in job["static_configs"] for t in c["targets"]]
+        hosts = {address(t)[0] for t in targets}
+        assert hosts <= set(cores) or hosts <= set(bridges), f"{job['job_name']} mixes roles"
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        for target in targets:
+            host, port = address(target)
+            assert host not in scraped, f"{host} is scraped twice"
+            scraped[host] = job["job_name"]
+            if host in cores:
+                assert port == flag(cores[host], "--metrics-port"), target
+            else:
+                assert port == flag(bridges[host], "--http-port"), target
+        if hosts <= set(bridges):
+            # With auth on, a bridge's /metrics wants an operator token.
+            assert job["authorization"] == {"type": "Bearer", "credentials_file": token}
+        else:
+            assert "authorization" not in job, "the cores' metrics port needs no token"
+    assert set(scraped) == set(cores) | set(bridges), "every core and bridge is scraped"
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(
+    services: dict[str, dict[str, Any]], dashboard: dict[str, Any]
+) -> None:
+    grafana = services["grafana"]
+    assert grafana["image"].startswith("grafana/grafana:")
+    datasource = GRAFANA / "datasource.yml"
+    provider = GRAFANA / "dashboards.yml"
+    assert mounted(grafana, datasource).startswith("/etc/grafana/provisioning/datasources/")
+    assert mounted(grafana, provider).startswith("/etc/grafana/provisioning/dashboards/")
+    [source] = yaml.safe_load(datasource.read_text())["datasources"]
+    url = urlsplit(source["url"])
+    assert url.hostname == "prometheus"
+    assert any(p.endswith(f":{url.port}") for p in services["prometheus"]["ports"])
+    [folder] = yaml.safe_load(provider.read_text())["providers"]
+    json_target = Path(mounted(grafana, GRAFANA / "clearpath.json"))
+    assert Path(folder["options"]["path"]) == json_target.parent
+    assert grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == str(json_target)
+    uids = {p["datasource"]["uid"] for p in dashboard["panels"]}
+    uids |= {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    assert uids == {source["uid"]}
+
+
+def test_prometheus_and_grafana_listen_on_localhost_only(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name in ("prometheus", "grafana"):
+        for port in services[name]["ports"]:
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def queries(dashboard: dict[str, Any]) -> list[str]:
+    """Every PromQL expression of the dashboard: its panels' and its variables'."""
+    found = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    found += [v["query"]["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    return found
+
+
+def metric_names(expr: str) -> set[str]:
+    """The ClearPath metrics ``expr`` reads (a histogram's series by its family's name)."""
+    names = set()
+    for name in re.findall(r"\bclearpath_[a-z][a-z0-9_]*", expr):
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        names.add(family if family in HISTOGRAMS else name)
+    return names
+
+
+def test_every_metric_the_dashboard_queries_is_exported_and_every_one_is_shown(
+    dashboard: dict[str, Any],
+) -> None:
+    used: set[str] = set()
+    for expr in queries(dashboard):
+        names = metric_names(expr)
+        assert names <= set(EXPORTED), f"not exported: {names - set(EXPORTED)} in {expr}"
+        used |= names
+    assert used == set(EXPORTED), f"no panel shows {set(EXPORTED) - used}"
+
+
+def test_the_dashboard_groups_and_selects_by_labels_the_metrics_have(
+    dashboard: dict[str, Any],
+) -> None:
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            names = metric_names(expr)
+            labels = set(EVERY_SERIES).union(*(EXPORTED.get(n, frozenset()) for n in names))
+            if names & HISTOGRAMS:
+                labels.add("le")
+            grouped = {
+                label.strip()
+                for group in re.findall(r"\bby \(([^)]*)\)", expr)
+                for label in group.split(",")
+            }
+            selected = set(re.findall(r"([a-z_]+)\s*(?:=~|!~|!=|=)\s*\"", expr))
+            assert grouped | selected <= labels, f"{panel['title']}: {expr}"
+            legend = set(re.findall(r"\{\{(\w+)\}\}", target["legendFormat"]))
+            assert legend <= grouped, f"{panel['title']}: legend {legend} not grouped by"
+            if "histogram_quantile" in expr:
+                assert "le" in grouped, f"{panel['title']}: a quantile needs `by (le)`"
+
+
+def test_every_panel_has_an_alert_hint(dashboard: dict[str, Any]) -> None:
+    titles = [p["title"] for p in dashboard["panels"]]
+    assert len(titles) == len(set(titles))
+    for panel in dashboard["panels"]:
+        assert "Alert hint:" in panel.get("description", ""), panel["title"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))

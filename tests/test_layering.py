@@ -23,6 +23,8 @@ KERNEL = {
     "core.exposure",
     "core.hub",
     "core.limits",
+    "core.logs",
+    "core.metrics",
     "core.positions",
     "core.rate",
     "core.targets",

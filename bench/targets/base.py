@@ -93,6 +93,9 @@ class Endpoint:
     ws_publish: PublishSpec | None = None
     grpc_publish: PublishSpec | None = None
     grpc_stream: GrpcStreamSpec | None = None
+    #: ``http://host:port/metrics`` when the target exposes Prometheus metrics
+    #: (W1 then also runs with it scraped ``w1_scrape_hz`` times a second).
+    metrics_url: str | None = None
 
 
 class Target(ABC):

@@ -69,6 +69,8 @@ class ClearpathTarget(Target):
             self.workloads = frozenset({"W1", "W2", "W3", "G1", "G2"})
         self._core: tuple[str, int] | None = None
         self._bridge: tuple[str, int] | None = None
+        #: Whether its bridge serves /metrics (a baseline checkout may predate it).
+        self.metrics = True
 
     def command(self) -> list[str]:
         return [clearpath_executable(), "serve", "--grpc-port", "0", "--http-port", "0"]
@@ -89,6 +91,7 @@ class ClearpathTarget(Target):
         return Endpoint(
             0,
             ws=WsSpec(bhost, bport, path, wait_first=True),
+            metrics_url=f"http://{bhost}:{bport}/metrics" if self.metrics else None,
             ws_publish=publish,
             grpc_publish=publish,
             grpc_stream=GrpcStreamSpec(
@@ -107,6 +110,7 @@ class ClearpathBaselineTarget(ClearpathTarget):
         super().__init__(batch=False)
         self.name = "clearpath-baseline"
         self.workloads = frozenset({"W1", "W2", "W3"})
+        self.metrics = False
 
     def command(self) -> list[str]:
         tree = os.environ.get(BASELINE_ENV)

@@ -16,6 +16,7 @@ from typing import Any
 from google.protobuf import descriptor_pb2
 
 from clearpath.realtime.v1 import events_pb2 as pb
+from core.topics import INTERNAL_PAYLOAD_TOPIC
 
 __all__ = ["comment", "event_types"]
 
@@ -30,7 +31,12 @@ def event_types() -> list[tuple[str, Any]]:
     """(event type, payload message descriptor) for each ``Event.payload`` member,
     in proto order."""
     oneof = pb.Event.DESCRIPTOR.oneofs_by_name["payload"]
-    return [(field.name, field.message_type) for field in oneof.fields]
+    # Internal payloads (the bridges' canary) are not for people to publish.
+    return [
+        (field.name, field.message_type)
+        for field in oneof.fields
+        if field.name not in INTERNAL_PAYLOAD_TOPIC
+    ]
 
 
 def comment(full_name: str) -> str:

@@ -12,11 +12,19 @@ restarted (with a log line and a growing delay) unless ``--no-restart``, which e
 the cluster instead. SIGTERM or SIGINT (Ctrl-C) stops every process in the reverse
 order (the simulator, then the bridges, which close their browsers' sockets with
 1001 through a front still up, then nginx, the cores, redis), and the supervisor
-exits 0. Every line a process writes is shown prefixed with its name.
+exits 0. Every line a process writes is shown prefixed with its name; with
+``clearpath --log-format json cluster`` the cores and bridges log JSON too, and
+every line shown is one JSON object with the process's name as ``source``.
 Children get SIGTERM if the supervisor itself dies (``setpriv --pdeathsig``).
 
 nginx runs from Debian's package with a generated ``.cluster/nginx/nginx.conf``
 around ``deploy/nginx/clearpath.conf``, the same file ``docker-compose.yml`` mounts.
+
+Each core serves /metrics on a port of its own (``--metrics-ports``, free ones by
+default), and ``.cluster/prometheus.yml`` is a Prometheus scrape config for every
+core's metrics port and every bridge's port (with ``--auth``, through an operator
+token it writes to ``.cluster/prometheus-token``). Prometheus is not started; run
+``prometheus --config.file=.cluster/prometheus.yml`` beside the cluster to have it.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -38,7 +47,16 @@ from typing import Any
 from core.auth import mint, read_secret
 from core.backoff import Backoff
 
-__all__ = ["Options", "Spec", "Supervisor", "plan", "register", "render_nginx"]
+__all__ = [
+    "Options",
+    "Spec",
+    "Supervisor",
+    "json_line",
+    "plan",
+    "register",
+    "render_nginx",
+    "render_prometheus",
+]
 
 log = logging.getLogger("clearpath.cluster")
 
@@ -115,6 +133,13 @@ def register(sub: Any) -> None:
         help="one core per port (default 50061,50062)",
     )
     parser.add_argument(
+        "--metrics-ports",
+        type=_ports,
+        default=os.environ.get("CLEARPATH_CLUSTER_METRICS_PORTS"),
+        help="each core's metrics port (serve --metrics-port), one per core (default: free "
+        "ones); DIR/prometheus.yml scrapes them",
+    )
+    parser.add_argument(
         "--redis-port", type=int, default=_env("REDIS_PORT", "6390"), help="default 6390"
     )
     parser.add_argument(
@@ -182,6 +207,10 @@ class Options:
     nginx: str = "nginx"
     redis_server: str = "redis-server"
     python: str = sys.executable
+    #: ``--log-format`` for the clearpath processes (None: their own default).
+    log_format: str | None = None
+    #: Each core's metrics port, in ``core_ports``' order (empty: the cores serve none).
+    metrics_ports: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,7 +234,8 @@ def plan(opts: Options) -> list[list[Spec]]:
     state = opts.dir.resolve()
     redis_url = f"redis://{LOOPBACK}:{opts.redis_port}/0"
     cores = [f"{LOOPBACK}:{p}" for p in opts.core_ports]
-    clearpath = (opts.python, "-m", "clients.cli.app")
+    log_format = ("--log-format", opts.log_format) if opts.log_format else ()
+    clearpath = (opts.python, "-m", "clients.cli.app", *log_format)
 
     def core_of(i: int) -> str:
         # With the list, each starts on its own core and fails over to the others.
@@ -235,15 +265,24 @@ def plan(opts: Options) -> list[list[Spec]]:
         opts.redis_port,
         ping=True,
     )
+    metrics = dict(enumerate(opts.metrics_ports))
+
+    def metrics_flag(i: int) -> tuple[str, ...]:
+        return ("--metrics-port", str(metrics[i])) if i in metrics else ()
+
+    def metrics_at(i: int) -> str:
+        return f"; metrics http://{LOOPBACK}:{metrics[i]}/metrics" if i in metrics else ""
+
     core_specs = [
         Spec(
             f"core{i + 1}",
             (
                 *clearpath,
                 *f"serve --no-bridge --host {LOOPBACK} --grpc-port {port}".split(),
+                *metrics_flag(i),
                 *("--broker", redis_url),
             ),
-            f"{LOOPBACK}:{port} (broker {redis_url})",
+            f"{LOOPBACK}:{port} (broker {redis_url}{metrics_at(i)})",
             port,
             env=core_env,
         )
@@ -333,6 +372,42 @@ http {{
 """
 
 
+def render_prometheus(opts: Options) -> str:
+    """A Prometheus scrape config for the cluster: every core's metrics port, every
+    bridge's /metrics (with ``--auth``, with the token of :func:`prometheus_token_file`)."""
+
+    def targets(ports: tuple[int, ...]) -> str:
+        return json.dumps([f"{LOOPBACK}:{p}" for p in ports])
+
+    cores = f"""\
+  - job_name: clearpath-core
+    metrics_path: /metrics
+    static_configs:
+      - targets: {targets(opts.metrics_ports)}
+"""
+    token = f"""\
+    authorization:
+      type: Bearer
+      credentials_file: {json.dumps(str(prometheus_token_file(opts)))}
+"""
+    return f"""\
+# Written by `clearpath cluster`; Prometheus is not started by it:
+#   prometheus --config.file={opts.dir.resolve() / "prometheus.yml"}
+global:
+  scrape_interval: 15s
+  scrape_timeout: 5s
+  evaluation_interval: 15s
+
+scrape_configs:
+{cores if opts.metrics_ports else ""}\
+  - job_name: clearpath-bridge
+    metrics_path: /metrics
+{token if opts.auth else ""}\
+    static_configs:
+      - targets: {targets(opts.bridge_ports)}
+"""
+
+
 def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -364,9 +439,13 @@ class _Child:
 class Supervisor:
     """Starts :func:`plan`'s stages, restarts what exits, stops everything in reverse."""
 
-    def __init__(self, stages: list[list[Spec]], *, restart: bool = True) -> None:
+    def __init__(
+        self, stages: list[list[Spec]], *, restart: bool = True, log_format: str | None = None
+    ) -> None:
         self.stages = [[_Child(spec) for spec in stage] for stage in stages]
         self.restart = restart
+        #: "json": relay each line as one JSON object (see :func:`json_line`).
+        self.log_format = log_format
         self.failed = asyncio.Event()
         self.stopping = asyncio.Event()
         self._stopping = False
@@ -456,6 +535,9 @@ class Supervisor:
                 return
             if spec.ready_line and spec.ready_line in line:
                 printed.set()
+            if self.log_format == "json":
+                _relay_json(spec.name, line, out)
+                continue
             out.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
             out.flush()
 
@@ -509,6 +591,29 @@ class Supervisor:
         return clean
 
 
+def json_line(source: str, line: bytes) -> bytes | None:
+    """A child's JSON log line with ``"source": source`` added; None when the line
+    is not a JSON object (nginx's and redis's own lines)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    return json.dumps({**record, "source": source}).encode() + b"\n"
+
+
+def _relay_json(source: str, line: bytes, out: Any) -> None:
+    relayed = json_line(source, line)
+    if relayed is None:
+        # Not JSON: logged as the supervisor's own line, so the output stays JSON.
+        text = line.decode(errors="replace").rstrip("\r\n")
+        log.info("%s", text, extra={"event": "output", "source": source})
+        return
+    out.write(relayed)
+    out.flush()
+
+
 def _die_with_parent() -> tuple[str, ...]:
     """A prefix that gives the child SIGTERM when the supervisor dies, where it can."""
     setpriv = shutil.which("setpriv")
@@ -558,18 +663,19 @@ def free_ports(count: int) -> list[int]:
 
 def options(args: argparse.Namespace) -> Options:
     """The command's options with every port 0 replaced by a free one."""
-    wanted = [args.front_port, *args.bridge_ports, *args.core_ports, args.redis_port]
+    metrics = args.metrics_ports or [0] * len(args.core_ports)
+    wanted = [args.front_port, args.redis_port, *args.bridge_ports, *args.core_ports, *metrics]
     chosen = iter(free_ports(wanted.count(0)))
-    front, *rest = [port or next(chosen) for port in wanted]
-    bridges = rest[: len(args.bridge_ports)]
-    cores = rest[len(bridges) : len(bridges) + len(args.core_ports)]
+    front, redis, *rest = [port or next(chosen) for port in wanted]
+    split = len(args.bridge_ports), len(args.bridge_ports) + len(args.core_ports)
+    bridges, cores, metrics = rest[: split[0]], rest[split[0] : split[1]], rest[split[1] :]
     return Options(
         dir=args.dir,
         front_host=args.front_host,
         front_port=front,
         bridge_ports=tuple(bridges),
         core_ports=tuple(cores),
-        redis_port=rest[-1],
+        redis_port=redis,
         bridge_workers=args.bridge_workers,
         bridge_core_list=args.bridge_core_list,
         rate=args.rate,
@@ -578,11 +684,14 @@ def options(args: argparse.Namespace) -> Options:
         auth=args.auth,
         nginx=args.nginx or _binary("nginx"),
         redis_server=args.redis_server or _binary("redis-server"),
+        log_format=getattr(args, "log_format", None),
+        metrics_ports=tuple(metrics),
     )
 
 
 def prepare(opts: Options) -> None:
-    """Make the state folder (git-ignored by a .gitignore of its own) and nginx's config."""
+    """Make the state folder (git-ignored by a .gitignore of its own), nginx's config,
+    and Prometheus's (with ``--auth``, and its operator token)."""
     state = opts.dir.resolve()
     for folder in (state / "redis", state / "nginx" / "tmp"):
         folder.mkdir(parents=True, exist_ok=True)
@@ -592,11 +701,21 @@ def prepare(opts: Options) -> None:
     if opts.auth and not secret.exists():
         secret.touch(mode=0o600)
         secret.write_text(secrets.token_urlsafe(48) + "\n")
+    if opts.auth:
+        token = prometheus_token_file(opts)
+        token.touch(mode=0o600)
+        token.write_text(cluster_token(opts, "prometheus", 365 * 86400, operator=True) + "\n")
+    (state / "prometheus.yml").write_text(render_prometheus(opts))
 
 
 def auth_secret_file(opts: Options) -> Path:
     """Where ``--auth`` keeps the cluster's HS256 secret (made once, kept across runs)."""
     return opts.dir.resolve() / "auth-secret"
+
+
+def prometheus_token_file(opts: Options) -> Path:
+    """Where ``--auth`` keeps Prometheus's operator token for the bridges' /metrics."""
+    return opts.dir.resolve() / "prometheus-token"
 
 
 def cluster_token(opts: Options, subject: str, lifetime: float, **claims: Any) -> str:
@@ -619,6 +738,7 @@ def _taken(opts: Options) -> list[str]:
         "redis": (LOOPBACK, opts.redis_port),
         **{f"core{i + 1}": (LOOPBACK, p) for i, p in enumerate(opts.core_ports)},
         **{f"bridge{i + 1}": (LOOPBACK, p) for i, p in enumerate(opts.bridge_ports)},
+        **{f"core{i + 1} metrics": (LOOPBACK, p) for i, p in enumerate(opts.metrics_ports)},
     }
     taken = []
     for name, address in named.items():
@@ -634,6 +754,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the cluster until SIGINT/SIGTERM; 1 if it could not start or a process failed."""
     if args.bridge_workers < 1:
         print("clearpath: error: --bridge-workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.metrics_ports and len(args.metrics_ports) != len(args.core_ports):
+        print("clearpath: error: --metrics-ports needs one port per core", file=sys.stderr)
         return 2
     opts = options(args)
     if missing := _missing(opts):
@@ -652,7 +775,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _supervise(stages: list[list[Spec]], opts: Options, *, restart: bool) -> int:
     loop = asyncio.get_running_loop()
-    supervisor = Supervisor(stages, restart=restart)
+    supervisor = Supervisor(stages, restart=restart, log_format=opts.log_format)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, supervisor.request_stop)
     starting = asyncio.create_task(supervisor.start())
@@ -673,7 +796,13 @@ async def _supervise(stages: list[list[Spec]], opts: Options, *, restart: bool) 
     log.info("cluster listening on %s", front)
     if opts.auth:
         viewer = cluster_token(opts, "viewer", 12 * 3600)
-        log.info("cluster: dashboard (a 12-hour viewer token): %s/?token=%s", front, viewer)
+        # A token: printed for whoever started the cluster, never logged (log lines
+        # blank tokens, core/logs.py); with JSON logs, on stdout, away from them.
+        print(
+            f"cluster: dashboard (a 12-hour viewer token): {front}/?token={viewer}",
+            file=sys.stdout if opts.log_format == "json" else sys.stderr,
+            flush=True,
+        )
         log.info(
             "cluster: more tokens: clearpath token --secret-file %s --subject NAME "
             "[--operator] [--publish '*']",

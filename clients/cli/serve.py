@@ -20,6 +20,7 @@ from bridge.workers import run_pool
 from clients.sdk import Client
 from core.config import CoreSettings
 from core.credentials import ClientCredentials
+from core.metrics import Metrics
 from core.server import CoreNode, wait_for_signal
 
 __all__ = ["register"]
@@ -63,6 +64,13 @@ def register(sub: Any) -> None:
         help="bridge processes sharing the port (SO_REUSEPORT), each with its own upstream; "
         "'auto': one per CPU (default 1: this process serves)",
     )
+    alone.add_argument(
+        "--worker-metrics-port",
+        type=int,
+        metavar="P",
+        help="with --workers: worker i also serves /metrics alone on port P+i-1 (0: free "
+        "ports), so Prometheus scrapes every worker (the shared port answers for one)",
+    )
     alone.set_defaults(handler=run_bridge)
 
 
@@ -87,6 +95,13 @@ def _core_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--history-size", type=int, help="events kept per topic")
     parser.add_argument("--queue-size", type=int, help="events queued per gRPC subscriber")
     parser.add_argument("--heartbeat-interval", type=float, help="seconds")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the core's /metrics, /healthz and /readyz over HTTP on this port "
+        "(default: off; 0: a free one)",
+    )
     parser.add_argument(
         "--retention", help="Redis: per-topic history, TOPIC=COUNT[/AGE],… (e.g. map_updates=/10m)"
     )
@@ -162,6 +177,7 @@ def core_settings(args: argparse.Namespace) -> CoreSettings:
                 "history_size": args.history_size,
                 "queue_size": args.queue_size,
                 "heartbeat_interval": args.heartbeat_interval,
+                "metrics_port": args.metrics_port,
                 "retention": args.retention,
                 "min_replicas": args.min_replicas,
                 "tls_cert": args.tls_cert,
@@ -211,7 +227,15 @@ def run_bridge(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         return _bad_settings(exc)
     if args.workers > 1:
-        return _run(run_pool(settings, args.workers, args.log_level))
+        return _run(
+            run_pool(
+                settings,
+                args.workers,
+                args.log_level,
+                args.log_format,
+                metrics_port=args.worker_metrics_port,
+            )
+        )
     _run(_bridge(settings))
     return 0
 
@@ -234,13 +258,16 @@ def _run(main: Coroutine[Any, Any, T]) -> T:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    core = CoreNode(core_settings(args))
+    # One process, one set of metrics: the core's and the bridge's figures side by side.
+    metrics = Metrics("serve", "")
+    core = CoreNode(core_settings(args), metrics=metrics)
+    metrics.node = core.node_name
     await core.start()
     bridge: BridgeNode | None = None
     simulator: asyncio.Task[Any] | None = None
     try:
         if not args.no_bridge:
-            bridge = BridgeNode(bridge_settings(args, core.address))
+            bridge = BridgeNode(bridge_settings(args, core.address), metrics=metrics)
             await bridge.start()
         if args.simulate:
             upstream = core_credentials(bridge_settings(args, core.address))

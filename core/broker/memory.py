@@ -11,8 +11,12 @@ from clearpath.realtime.v1 import events_pb2 as pb
 from core.broker.base import Broker, EventHandler, HistoryResult
 from core.errors import Unavailable
 from core.positions import resume_outcome
+from core.topics import INTERNAL_TOPICS
 
-__all__ = ["MemoryBroker"]
+__all__ = ["INTERNAL_HISTORY", "MemoryBroker"]
+
+#: Events kept of an internal topic (the bridges' canary): only the latest matter.
+INTERNAL_HISTORY = 100
 
 
 class _Stream:
@@ -25,7 +29,8 @@ class _Stream:
 
 
 class MemoryBroker(Broker):
-    """Keeps the last ``history_size`` events of each topic in memory.
+    """Keeps the last ``history_size`` events of each topic in memory (internal
+    topics, such as the canary, keep at most :data:`INTERNAL_HISTORY`).
 
     Each topic's epoch is new with each broker, so positions from before a
     restart are reported as not recovered.
@@ -41,7 +46,10 @@ class MemoryBroker(Broker):
     def _stream(self, topic: int) -> _Stream:
         stream = self._streams.get(topic)
         if stream is None:
-            stream = self._streams[topic] = _Stream(self._history_size)
+            size = self._history_size
+            if topic in INTERNAL_TOPICS:
+                size = min(size, INTERNAL_HISTORY)
+            stream = self._streams[topic] = _Stream(size)
         return stream
 
     async def start(self, handler: EventHandler) -> None:

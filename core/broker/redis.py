@@ -1,7 +1,8 @@
 """The Redis broker: one Redis Stream per topic, shared by every node.
 
-Keys, per topic (``NAME`` is the topic's JSON name, ``P`` the key prefix, in
-braces so that a Redis Cluster keeps every key of a deployment in one slot)::
+Keys, per topic, the internal ``canary`` included (``NAME`` is the topic's JSON
+name, ``P`` the key prefix, in braces so that a Redis Cluster keeps every key of
+a deployment in one slot)::
 
     {P}:meta:NAME    hash: epoch, offset (the latest), gen, tick and last (age trimming)
     {P}:stream:NAME  stream: one entry per event, id ``GEN-OFFSET``, field ``e``
@@ -57,9 +58,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from clearpath.realtime.v1 import events_pb2 as pb
 from core.broker.base import Broker, EventHandler, HistoryResult
 from core.errors import Unavailable
-from core.topics import TOPIC_NAMES, TOPICS, topic_name
+from core.topics import ALL_TOPICS, CANARY, TOPICS, topic_name
 
-__all__ = ["DEFAULT_MAX_AGE", "BrokerState", "RedisBroker", "Retention"]
+__all__ = ["DEFAULT_MAX_AGE", "INTERNAL_RETENTION", "BrokerState", "RedisBroker", "Retention"]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,10 @@ class Retention:
         """(count or 0, max age in ms or 0, ms between age checkpoints)."""
         age_ms = 0 if self.max_age is None else max(1, round(self.max_age * 1000))
         return self.count or 0, age_ms, max(1, age_ms // _AGE_STEPS)
+
+
+#: What internal topics keep: the bridges' canary needs only its latest events.
+INTERNAL_RETENTION: dict[int, Retention] = {CANARY: Retention(100, 10 * _MINUTE)}
 
 
 class BrokerState(enum.Enum):
@@ -329,6 +334,7 @@ class RedisBroker(Broker):
       notifications keep ten times as many. Default age bounds are in
       :data:`DEFAULT_MAX_AGE` (10 minutes for map updates, 7 days for alerts).
     - ``retention``: :class:`Retention` per topic, replacing the default.
+      Internal topics (the bridges' canary) keep :data:`INTERNAL_RETENTION`.
     - ``exact_trim``: trim streams to exactly the count bound (``MAXLEN =``)
       instead of Redis' cheaper approximate trimming (``MAXLEN ~``, which
       keeps up to one stream node more: 100 entries or 4 kB by default).
@@ -379,13 +385,15 @@ class RedisBroker(Broker):
             topic: Retention(history_size * _LONG_KEPT.get(topic, 1), DEFAULT_MAX_AGE[topic])
             for topic in TOPICS
         }
+        self._retention.update(INTERNAL_RETENTION)
         self._retention.update(retention or {})
         self._trim = "=" if exact_trim else "~"
+        # Every topic the broker carries has its keys, internal ones included.
         self._keys = {
-            t: tuple(f"{{{prefix}}}:{kind}:{TOPIC_NAMES[t]}" for kind in ("meta", "stream", "ages"))
-            for t in TOPICS
+            t: tuple(f"{{{prefix}}}:{kind}:{topic_name(t)}" for kind in ("meta", "stream", "ages"))
+            for t in ALL_TOPICS
         }
-        self._topic_of_stream = {self._keys[t][1].encode(): t for t in TOPICS}
+        self._topic_of_stream = {self._keys[t][1].encode(): t for t in ALL_TOPICS}
         self._min_replicas = min_replicas
         self._replica_timeout_ms = max(1, round(replica_timeout * 1000))
         self._connect_timeout = connect_timeout
@@ -426,16 +434,30 @@ class RedisBroker(Broker):
         if state is self._state or self._state is BrokerState.CLOSED:
             return
         self._state = state
-        log.info("redis broker %s", state.value)
+        log.info(
+            "redis broker %s",
+            state.value,
+            extra={"event": "broker_state", "state": state.value, "broker": "redis"},
+        )
         if self._on_state is not None:
             self._on_state(state)
 
     def _unavailable(self, exc: RedisError, doing: str) -> Unavailable:
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
             self._set_state(BrokerState.DOWN)
-            log.warning("redis broker: %s failed: %s", doing, exc)
+            log.warning(
+                "redis broker: %s failed: %s",
+                doing,
+                exc,
+                extra={"event": "broker_error", "doing": doing, "error": str(exc)},
+            )
             return Unavailable(f"the event broker (Redis) is unreachable; {doing} failed")
-        log.warning("redis broker: %s refused: %s", doing, exc)
+        log.warning(
+            "redis broker: %s refused: %s",
+            doing,
+            exc,
+            extra={"event": "broker_error", "doing": doing, "error": str(exc)},
+        )
         return Unavailable(f"the event broker (Redis) refused the request; {doing} failed")
 
     def _client(self, read_timeout: float) -> Redis:
@@ -591,12 +613,12 @@ class RedisBroker(Broker):
         read yet starts at its tail; a stream older than the one read (its gen is
         lower: the clock went back, or Redis was restored) is read from its start."""
         redis = _open(self._redis)
-        keys = [key for topic in TOPICS for key in self._keys[topic]]
+        keys = [key for topic in ALL_TOPICS for key in self._keys[topic]]
         args: list[str | int] = [_new_epoch(), self._floor]
-        for topic in TOPICS:
+        for topic in ALL_TOPICS:
             args.extend(self._read.get(topic, (0, 0)))
         reply = await self._eval(redis, _SYNC_SCRIPT, keys, args)
-        for index, topic in enumerate(TOPICS):
+        for index, topic in enumerate(ALL_TOPICS):
             gen, offset = int(reply[2 * index]), int(reply[2 * index + 1])
             read = self._read.get(topic)
             if read is None:
@@ -626,9 +648,16 @@ class RedisBroker(Broker):
                     return
                 if isinstance(exc, RedisError):
                     if self._state is BrokerState.UP:
-                        log.warning("redis broker: reading failed: %s; retrying", exc)
+                        log.warning(
+                            "redis broker: reading failed: %s; retrying",
+                            exc,
+                            extra={"event": "broker_error", "doing": "read", "error": str(exc)},
+                        )
                 else:
-                    log.exception("redis broker: reader failed; retrying")
+                    log.exception(
+                        "redis broker: reader failed; retrying",
+                        extra={"event": "broker_error", "doing": "read"},
+                    )
                 self._set_state(BrokerState.DOWN)
                 # Redis may have restarted, flushed or lost data: check before reading on.
                 resync = True
@@ -640,7 +669,7 @@ class RedisBroker(Broker):
     async def _xread(self) -> Any:
         reader = _open(self._reader)
         streams = {}
-        for topic in TOPICS:
+        for topic in ALL_TOPICS:
             gen, offset = self._read[topic]
             streams[self._keys[topic][1]] = f"{gen}-{offset}"
         return await reader.xread(

@@ -42,6 +42,10 @@ class _TopicEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Topic.ValueType
     """What the AI agents are doing (agent_activity events)."""
     TOPIC_SYSTEM_HEALTH: _Topic.ValueType  # 7
     """Health of the platform's components (system_health events)."""
+    TOPIC_CANARY: _Topic.ValueType  # 8
+    """Internal, not a subscription type: canary events a bridge publishes to itself
+    to prove the publish-to-subscribe path works (operators only).
+    """
 
 class Topic(_Topic, metaclass=_TopicEnumTypeWrapper):
     """A subscription type: the stream an event is published on. Each event type
@@ -64,6 +68,10 @@ TOPIC_AGENT_ACTIVITY: Topic.ValueType  # 6
 """What the AI agents are doing (agent_activity events)."""
 TOPIC_SYSTEM_HEALTH: Topic.ValueType  # 7
 """Health of the platform's components (system_health events)."""
+TOPIC_CANARY: Topic.ValueType  # 8
+"""Internal, not a subscription type: canary events a bridge publishes to itself
+to prove the publish-to-subscribe path works (operators only).
+"""
 Global___Topic: _TypeAlias = Topic  # noqa: Y015
 
 class _PackageStatus:
@@ -547,6 +555,32 @@ class SystemHealth(_message.Message):
 Global___SystemHealth: _TypeAlias = SystemHealth  # noqa: Y015
 
 @_typing.final
+class Canary(_message.Message):
+    """A probe a bridge publishes to itself on TOPIC_CANARY (its readiness)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """Who sent it (a bridge's worker id); a bridge ignores the others'."""
+    seq: _builtins.int
+    """The sender's sequence number."""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seq", b"seq", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Canary: _TypeAlias = Canary  # noqa: Y015
+
+@_typing.final
 class StreamPosition(_message.Message):
     """A position in a topic's stream. Offsets only grow within one epoch; a new
     epoch means the history before it was lost (for example an in-memory core
@@ -585,6 +619,8 @@ class Event(_message.Message):
     TOPIC_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     POSITION_FIELD_NUMBER: _builtins.int
+    PUBLISHED_AT_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     PACKAGE_UPDATE_FIELD_NUMBER: _builtins.int
     ANOMALY_DETECTED_FIELD_NUMBER: _builtins.int
     DASHBOARD_METRICS_FIELD_NUMBER: _builtins.int
@@ -592,10 +628,15 @@ class Event(_message.Message):
     MAP_UPDATE_FIELD_NUMBER: _builtins.int
     AGENT_ACTIVITY_FIELD_NUMBER: _builtins.int
     SYSTEM_HEALTH_FIELD_NUMBER: _builtins.int
+    CANARY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, assigned by the core on publish when empty."""
     topic: Global___Topic.ValueType
     """The topic; may be left unspecified on publish, then taken from the payload."""
+    traceparent: _builtins.str
+    """W3C trace context (traceparent) of the publishing call, when it carried one;
+    taken from the Publish metadata, so a trace continues to every receiver.
+    """
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """When the event happened; set by the core on publish when absent."""
@@ -603,6 +644,12 @@ class Event(_message.Message):
     @_builtins.property
     def position(self) -> Global___StreamPosition:
         """Where it stands in its topic's stream; assigned by the core, ignored on publish."""
+
+    @_builtins.property
+    def published_at(self) -> _timestamp_pb2.Timestamp:
+        """When the core accepted it; assigned by the core, ignored on publish. Delivery
+        latency is measured from here.
+        """
 
     @_builtins.property
     def package_update(self) -> Global___PackageUpdate:
@@ -632,6 +679,10 @@ class Event(_message.Message):
     def system_health(self) -> Global___SystemHealth:
         """On TOPIC_SYSTEM_HEALTH."""
 
+    @_builtins.property
+    def canary(self) -> Global___Canary:
+        """On TOPIC_CANARY."""
+
     def __init__(
         self,
         *,
@@ -639,6 +690,8 @@ class Event(_message.Message):
         topic: Global___Topic.ValueType = ...,
         timestamp: _timestamp_pb2.Timestamp | None = ...,
         position: Global___StreamPosition | None = ...,
+        published_at: _timestamp_pb2.Timestamp | None = ...,
+        traceparent: _builtins.str = ...,
         package_update: Global___PackageUpdate | None = ...,
         anomaly_detected: Global___AnomalyDetected | None = ...,
         dashboard_metrics: Global___DashboardMetrics | None = ...,
@@ -646,12 +699,13 @@ class Event(_message.Message):
         map_update: Global___MapUpdate | None = ...,
         agent_activity: Global___AgentActivity | None = ...,
         system_health: Global___SystemHealth | None = ...,
+        canary: Global___Canary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_activity", b"agent_activity", "anomaly_detected", b"anomaly_detected", "dashboard_metrics", b"dashboard_metrics", "map_update", b"map_update", "notification", b"notification", "package_update", b"package_update", "payload", b"payload", "position", b"position", "system_health", b"system_health", "timestamp", b"timestamp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_activity", b"agent_activity", "anomaly_detected", b"anomaly_detected", "canary", b"canary", "dashboard_metrics", b"dashboard_metrics", "map_update", b"map_update", "notification", b"notification", "package_update", b"package_update", "payload", b"payload", "position", b"position", "published_at", b"published_at", "system_health", b"system_health", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_activity", b"agent_activity", "anomaly_detected", b"anomaly_detected", "dashboard_metrics", b"dashboard_metrics", "id", b"id", "map_update", b"map_update", "notification", b"notification", "package_update", b"package_update", "payload", b"payload", "position", b"position", "system_health", b"system_health", "timestamp", b"timestamp", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_activity", b"agent_activity", "anomaly_detected", b"anomaly_detected", "canary", b"canary", "dashboard_metrics", b"dashboard_metrics", "id", b"id", "map_update", b"map_update", "notification", b"notification", "package_update", b"package_update", "payload", b"payload", "position", b"position", "published_at", b"published_at", "system_health", b"system_health", "timestamp", b"timestamp", "topic", b"topic", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["package_update", "anomaly_detected", "dashboard_metrics", "notification", "map_update", "agent_activity", "system_health"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["package_update", "anomaly_detected", "dashboard_metrics", "notification", "map_update", "agent_activity", "system_health", "canary"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 

@@ -75,6 +75,11 @@ export async function startFakeBridge(options = {}) {
 
   const http = createServer(async (req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    if (path === '/readyz') {
+      // The dashboard's operations panel polls it, as on a real bridge.
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ready":true}');
+      return;
+    }
     const file = normalize(join(distDir, path === '/' ? 'index.html' : path));
     if (!file.startsWith(distDir)) {
       res.writeHead(403).end();

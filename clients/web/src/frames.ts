@@ -333,6 +333,10 @@ export interface EventFrame<T extends EventType = EventType> extends FrameEnvelo
   id: string;
   /** Where the event stands in its topic's stream. */
   position: StreamPosition | null;
+  /** When the core accepted the event (RFC 3339 UTC); absent from bridges that do not say. */
+  published_at?: Timestamp;
+  /** The W3C trace context (`traceparent` header value) the event was published under, if any. */
+  traceparent?: string;
 }
 
 /** One event frame of each type, as a discriminated union. */

@@ -2,6 +2,7 @@ import { useCallback, useState } from 'react';
 import type { Topic } from '../frames';
 import type { Gap } from '../positions';
 import { useDashboardFeed } from './feed';
+import { OperationsPanel } from './OperationsPanel';
 import { PackageMap } from './PackageMap';
 import { PackageTable } from './PackageTable';
 import {
@@ -16,10 +17,21 @@ import {
   NotificationsPanel,
   TopicToggles,
 } from './panels';
+import { useReadiness } from './readiness';
 import { LIMITS } from './store';
 
-export function App(props: { endpoint: string; initialTopics: readonly Topic[]; token?: string }) {
+export function App(props: {
+  endpoint: string;
+  initialTopics: readonly Topic[];
+  token?: string;
+  /** The bridge's `GET /readyz`, polled for the operations panel (none: shown as unknown). */
+  readyzUrl?: string;
+  /** For tests: what checks `readyzUrl` (default: `fetch`). */
+  fetchFn?: typeof fetch;
+}) {
   const { ws, state } = useDashboardFeed(props.endpoint, props.initialTopics, props.token);
+  // Polled while the socket is open only: a bridge that is down is not asked every 5 s.
+  const readiness = useReadiness(ws.status.state === 'connected' ? props.readyzUrl : undefined, props.fetchFn);
   const { subscribe, unsubscribe, reconnect } = ws;
   const onToggle = useCallback((topic: Topic, on: boolean) => (on ? subscribe(topic) : unsubscribe(topic)), [subscribe, unsubscribe]);
   const [dismissed, setDismissed] = useState<Gap | null>(null);
@@ -48,6 +60,12 @@ export function App(props: { endpoint: string; initialTopics: readonly Topic[]; 
           <PackageTable order={state.packageOrder} packages={state.packages} limit={LIMITS.packages} />
         </div>
         <div className="col-side">
+          <OperationsPanel
+            status={ws.status}
+            readiness={readiness}
+            eventsPerSecond={state.eventsPerSecond}
+            latency={state.latencyStats}
+          />
           <AnomaliesPanel anomalies={state.anomalies} />
           <HealthPanel health={state.health} />
           <ActivityPanel activity={state.activity} />

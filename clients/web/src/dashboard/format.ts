@@ -47,3 +47,9 @@ export function formatDateTime(ts: string | null): string {
   const mm = String(d.getUTCMinutes()).padStart(2, '0');
   return `${month} ${d.getUTCDate()} ${hh}:${mm}`;
 }
+
+/** Milliseconds as `12 ms` or `1.25 s`; null -> `—`. */
+export function formatLatency(ms: number | null): string {
+  if (ms === null) return '—';
+  return ms < 1_000 ? `${Math.round(ms)} ms` : `${(ms / 1_000).toFixed(2)} s`;
+}

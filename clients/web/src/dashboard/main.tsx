@@ -3,6 +3,7 @@ import { createRoot } from 'react-dom/client';
 import { endpointFromPage } from '../endpoint';
 import { TOPICS, isTopic, type Topic } from '../frames';
 import { App } from './App';
+import { readyzUrl } from './readiness';
 import './styles.css';
 
 /** `?topics=a,b` (or `none`) picks the topics; by default all seven on /ws/connect, none extra elsewhere. */
@@ -38,6 +39,7 @@ if (root) {
         endpoint={endpoint}
         initialTopics={initialTopics(window.location.search, endpoint)}
         token={token}
+        readyzUrl={readyzUrl(window.location.origin)}
       />
     </StrictMode>,
   );

@@ -16,6 +16,7 @@ import type {
   SystemHealth,
   Topic,
 } from '../frames';
+import { NO_LATENCY, latencyStats, rollWindow, type LatencySample, type LatencyStats } from './latency';
 
 export const LIMITS = {
   packages: 200,
@@ -93,6 +94,9 @@ export interface DashboardState {
   /** (time ms, events) of recent batches, for the rate. */
   recent: [number, number][];
   eventsPerSecond: number;
+  /** Delivery latency samples of the last events (see latency.ts), oldest first. */
+  latency: readonly LatencySample[];
+  latencyStats: LatencyStats;
 }
 
 export function initialState(): DashboardState {
@@ -114,6 +118,8 @@ export function initialState(): DashboardState {
     lastError: null,
     recent: [],
     eventsPerSecond: 0,
+    latency: [],
+    latencyStats: NO_LATENCY,
   };
 }
 
@@ -156,8 +162,16 @@ function pushBounded<T>(list: T[], newestFirst: T[], limit: number): T[] {
   return newestFirst.concat(list).slice(0, limit);
 }
 
-/** Applies a batch of frames, oldest first; returns a new state (unchanged parts shared). */
-export function applyFrames(state: DashboardState, frames: readonly ServerFrame[], nowMs: number): DashboardState {
+/**
+ * Applies a batch of frames, oldest first, and the latency samples taken as
+ * they arrived; returns a new state (unchanged parts shared).
+ */
+export function applyFrames(
+  state: DashboardState,
+  frames: readonly ServerFrame[],
+  nowMs: number,
+  latency: readonly LatencySample[] = [],
+): DashboardState {
   const seq = state.seq + 1;
   const next: DashboardState = { ...state, seq };
   const newLog: LogEntry[] = [];
@@ -285,5 +299,8 @@ export function applyFrames(state: DashboardState, frames: readonly ServerFrame[
   next.recent = recent;
   const span = Math.max(1_000, nowMs - (recent[0]?.[0] ?? nowMs));
   next.eventsPerSecond = (recent.reduce((sum, [, n]) => sum + n, 0) * 1_000) / span;
+
+  next.latency = rollWindow(state.latency, latency, nowMs);
+  if (next.latency !== state.latency) next.latencyStats = latencyStats(next.latency);
   return next;
 }
