@@ -254,6 +254,23 @@ async def test_the_cluster_with_auth_needs_tokens_through_the_front(tmp_path: Pa
                 status = await response.json()
                 assert status["auth"] is True
                 assert status["upstream"]["state"] == "connected"
+            # Every target of the scrape config the cluster wrote answers as Prometheus
+            # would ask: cores without a token, bridges with the token file's.
+            config = yaml.safe_load((folder / "prometheus.yml").read_text())
+            scraped = 0
+            for job in config["scrape_configs"]:
+                headers = {}
+                if "authorization" in job:
+                    credentials = read_secret(Path(job["authorization"]["credentials_file"]))
+                    headers = {"Authorization": f"Bearer {credentials}"}
+                for group in job["static_configs"]:
+                    for target in group["targets"]:
+                        path = job.get("metrics_path", "/metrics")
+                        async with http.get(f"http://{target}{path}", headers=headers) as page:
+                            assert page.status == 200, (job["job_name"], target)
+                            assert "clearpath_info" in await page.text()
+                            scraped += 1
+            assert scraped == 4  # two cores, two bridges
 
 
 async def test_a_process_that_cannot_start_stops_the_cluster_with_1(tmp_path: Path) -> None:

@@ -75,9 +75,12 @@ export async function startFakeBridge(options = {}) {
 
   const http = createServer(async (req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-    if (path === '/readyz') {
-      // The dashboard's operations panel polls it, as on a real bridge.
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ready":true}');
+    if (path === '/readyz' || path === '/ws/status') {
+      // The dashboard's operations panel polls /ws/status for the readiness, as on a
+      // real bridge (the public part: status, upstream, readiness).
+      const ready = { ready: true };
+      const body = path === '/readyz' ? ready : { status: 'ok', upstream: { connected: true }, readiness: ready };
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
       return;
     }
     const file = normalize(join(distDir, path === '/' ? 'index.html' : path));
