@@ -198,6 +198,7 @@ class Bridge:
             "status": "ok" if flowing else "degraded",
             "upstream": {"connected": upstream.state == "connected"},
             "readiness": upstream.readiness().body(),
+            "connections": {"total": len(self.connections)},
         }
 
     def operator(self, request: web.Request) -> Identity:

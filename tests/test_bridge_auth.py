@@ -421,7 +421,8 @@ async def test_operator_endpoints_need_an_operator_token(secured: BridgeNode) ->
             assert alice_token not in text
         async with http.get(f"{secured.url}/ws/status") as response:
             public = await response.json()
-            assert set(public) == {"status", "upstream", "readiness"}  # nothing more
+            assert set(public) == {"status", "upstream", "readiness", "connections"}
+            assert public["connections"] == {"total": 1}  # a count, no addresses
             assert public["status"] == "ok"
             assert public["upstream"] == {"connected": True}
             assert set(public["readiness"]) <= {"ready", "reason", "canary"}

@@ -64,6 +64,12 @@ function panel(readiness: Readiness, latency = NO_LATENCY, status = connected) {
 }
 
 describe('reading /readyz', () => {
+  it('reads the connection count of /ws/status beside its readiness', () => {
+    const answer = { status: 'ok', readiness: { ready: true }, connections: { total: 42 } };
+    expect(readReadiness(200, answer)).toMatchObject({ state: 'ready', connections: 42 });
+    expect(readReadiness(200, { ready: true }).connections).toBeUndefined();
+  });
+
   it('reads the readiness field of /ws/status', () => {
     expect(readReadiness(200, { status: 'degraded', readiness: { ready: false, reason: 'no upstream' } })).toEqual({
       state: 'not_ready',

@@ -48,6 +48,10 @@ export const OperationsPanel = memo(function OperationsPanel(props: {
             {readiness.canaryMs !== null && <span className="ops-sub">canary {formatLatency(readiness.canaryMs)}</span>}
           </dd>
         </div>
+        <div className="ops-item" data-testid="ops-connections" data-value={readiness.connections ?? ''}>
+          <dt title="sockets open on the bridge (its /ws/status)">Connections</dt>
+          <dd>{readiness.connections ?? '–'}</dd>
+        </div>
         <div className="ops-item" data-testid="ops-rate" data-value={props.eventsPerSecond.toFixed(1)}>
           <dt>Events/s</dt>
           <dd>{props.eventsPerSecond.toFixed(1)}</dd>

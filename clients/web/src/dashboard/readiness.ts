@@ -23,6 +23,8 @@ export interface Readiness {
   reason: string | null;
   /** When ready: the last canary's round trip through the core, in ms, if the bridge says. */
   canaryMs: number | null;
+  /** The bridge's open sockets (`connections.total` of `/ws/status`), when it says. */
+  connections?: number | null;
 }
 
 export const UNKNOWN_READINESS: Readiness = { state: 'unknown', reason: null, canaryMs: null };
@@ -38,6 +40,15 @@ export function readyzUrl(origin: string): string {
 
 /** What an answer of `status` with the parsed JSON `body` says (`undefined`: not JSON). */
 export function readReadiness(status: number, answer: unknown): Readiness {
+  const readiness = readBody(status, answer);
+  const total =
+    typeof answer === 'object' && answer !== null
+      ? (answer as { connections?: { total?: unknown } }).connections?.total
+      : undefined;
+  return typeof total === 'number' && Number.isFinite(total) ? { ...readiness, connections: total } : readiness;
+}
+
+function readBody(status: number, answer: unknown): Readiness {
   // `/ws/status` carries the body in `readiness`; `/readyz` is the body itself.
   const body =
     typeof answer === 'object' && answer !== null && 'readiness' in answer
