@@ -364,6 +364,30 @@ async def test_offsets_rolled_back_by_redis_start_a_new_epoch(
     assert (await seen.wait_for(6))[-1].position == new[0]
 
 
+async def test_a_publish_right_after_a_rollback_never_reuses_offsets_read(
+    start_broker: StartBroker, admin: Redis
+) -> None:
+    # The reader checks Redis only every poll_interval (here: long after the test):
+    # a Publish that comes first must not hand out offsets 4 and 5 again, which
+    # subscribers already have for other events.
+    broker, seen = await start_broker(poll_interval=60)
+    old = await broker.publish(events(5))
+    await seen.wait_for(5)
+    stream = key("stream", PACKAGES)
+    kept: list[tuple[bytes, dict[Any, Any]]] = await admin.xrange(stream, count=3)  # type: ignore[assignment]
+    async with admin.pipeline(transaction=True) as tx:
+        tx.delete(stream)
+        for entry_id, fields in kept:
+            tx.xadd(stream, fields, id=entry_id)
+        tx.hset(key("meta", PACKAGES), "offset", 3)
+        await tx.execute()
+    new = await broker.publish(events(1, start=5))
+    assert new[0].epoch != old[0].epoch, "offset reused in the old epoch"
+    assert new[0].offset == 1
+    assert (await seen.wait_for(6))[-1].position == new[0]
+    assert not (await broker.history(PACKAGES, old[-1])).recovered
+
+
 # -- Redis going away ----------------------------------------------------------
 
 

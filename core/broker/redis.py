@@ -177,7 +177,8 @@ end
 
 # KEYS: meta, stream, ages of each topic of the batch.
 # ARGV: candidate epoch, gen floor, '~' or '=', then per topic: number of events,
-#       count bound (0: none), max age ms (0: none), ms between age checkpoints;
+#       count bound (0: none), max age ms (0: none), ms between age checkpoints, and
+#       the publishing node's last read gen and offset (0 0: none yet);
 #       then every event's bytes (without position), grouped by topic in KEYS order.
 # Returns per topic: epoch, first offset.
 _PUBLISH = (
@@ -190,13 +191,22 @@ local now = now_ms()
 -- (Redis runs a script alone but does not undo one that fails midway).
 local states = {}
 for t = 1, topics do
-  states[t] = ensure(KEYS[3 * t - 2], KEYS[3 * t - 1], KEYS[3 * t], candidate, floor, now)
+  local meta, stream, ages = KEYS[3 * t - 2], KEYS[3 * t - 1], KEYS[3 * t]
+  local s = ensure(meta, stream, ages, candidate, floor, now)
+  local read_gen, read_offset = tonumber(ARGV[6 * t + 2]), tonumber(ARGV[6 * t + 3])
+  if s.gen == read_gen and s.offset < read_offset then
+    -- As in the sync script: Redis lost events this node has read (the end of its
+    -- AOF). Appending at s.offset + 1 would give these events the offsets of lost
+    -- ones, which subscribers already have: a new epoch instead, before any write.
+    s = renew(meta, stream, ages, s.gen, candidate, floor, now)
+  end
+  states[t] = s
 end
-local arg = 4 + 4 * topics
+local arg = 4 + 6 * topics
 local out = {}
 for t = 1, topics do
   local meta, stream, ages = KEYS[3 * t - 2], KEYS[3 * t - 1], KEYS[3 * t]
-  local base = 4 + 4 * (t - 1)
+  local base = 4 + 6 * (t - 1)
   local n, count = tonumber(ARGV[base]), ARGV[base + 1]
   local max_age, step = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   local s = states[t]
@@ -507,6 +517,8 @@ class RedisBroker(Broker):
             keys.extend(self._keys[topic])
             args.append(len(group))
             args.extend(self._retention[topic].script_args())
+            # What this node has read: the script refuses to reuse offsets it has seen.
+            args.extend(self._read.get(topic, (0, 0)))
             for event in group:
                 # The script appends the position it assigns.
                 event.ClearField("position")
