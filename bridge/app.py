@@ -98,7 +98,6 @@ class Bridge:
     def __init__(self, settings: BridgeSettings) -> None:
         self.settings = settings
         self.hub: Hub[Frame] = Hub()
-        self.flusher = Flusher(settings.flush_interval)
         self.upstream = Upstream(settings, self._on_frame, self._on_gap)
         self.connections: dict[str, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -112,6 +111,7 @@ class Bridge:
         self._slow: set[str] = set()  # ids of sockets being closed as slow consumers
         #: Delivery counters and latency, shared by every socket (bridge.metrics).
         self.deliveries = Deliveries()
+        self.flusher = Flusher(settings.flush_interval, on_round=self.deliveries.round)
         #: Client messages refused as rate limited (error rate_limited sent).
         self.rate_limited = 0
         #: The process's metrics, served at ``/metrics`` (create_app may pass a shared one).

@@ -55,6 +55,7 @@ def is_stalled(stalled_since: float | None, now: float, slow_timeout: float) -> 
 
 
 _OPEN = State.OPEN
+_now = time.time  # the clock of bridge.metrics.Deliveries
 
 
 class Session:
@@ -243,7 +244,21 @@ class Session:
             delivered |= 1 << topic
         self._delivered = delivered
         self.frames_sent += len(frames)
-        self.stats.taken(frames, topics, self._replayed)
+        stats = self.stats
+        # Deliveries.taken's fast path, inlined (one write of a fan-out is ~1 µs in
+        # all; a call costs a fifth of it): the same frames as the tally's, timed at
+        # the start of the flusher's round (stats.now).
+        if (
+            frames[0] is stats._first
+            and frames[-1] is stats._last
+            and len(frames) == stats._n
+            and self._replayed is None
+            and (now := stats.now or _now()) <= stats._until
+        ):
+            stats._takes += 1
+            stats._waited += now
+        else:
+            stats.taken(frames, topics, self._replayed)
         if self.batch and len(frames) > 1:
             return text_frame(b"[" + b",".join(map(_DATA, frames)) + b"]")
         # Every queued frame is encoded (send() and the bridge's dispatch see to it).

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
@@ -89,8 +90,12 @@ class Flusher:
     fewer, larger writes for at most ``interval`` of added latency.
     """
 
-    def __init__(self, interval: float = 0.0) -> None:
+    def __init__(
+        self, interval: float = 0.0, on_round: Callable[[bool], None] | None = None
+    ) -> None:
         self._interval = interval
+        #: Called with True before a round of writes and False after it.
+        self._on_round = on_round
         self._dirty: dict[Flushable, None] = {}
         self._handle: asyncio.Handle | None = None
         self._last = 0.0
@@ -112,6 +117,9 @@ class Flusher:
         self._handle = None
         self._last = asyncio.get_running_loop().time()
         dirty, self._dirty = self._dirty, {}
+        on_round = self._on_round
+        if on_round is not None:
+            on_round(True)
         for conn in dirty:
             try:
                 conn.flush()
@@ -119,3 +127,5 @@ class Flusher:
                 self.failures += 1
                 log.exception("flush of a socket failed; closing it")
                 conn.flush_failed(exc)
+        if on_round is not None:
+            on_round(False)
