@@ -181,15 +181,15 @@ class Running:
     def ws(self) -> str:
         return self.bridge.replace("http://", "ws://")
 
-    async def until(self, pattern: str, within: float = TIMEOUT) -> str:
-        """The first line (seen or to come) matching ``pattern``."""
+    async def until(self, pattern: str, within: float = TIMEOUT, count: int = 1) -> str:
+        """The ``count``-th line (seen or to come) matching ``pattern``."""
         compiled = re.compile(pattern)
 
         async def seen() -> str:
             while True:
-                for line in self.lines:
-                    if compiled.search(line):
-                        return line
+                found = [line for line in self.lines if compiled.search(line)]
+                if len(found) >= count:
+                    return found[count - 1]
                 await asyncio.sleep(0.02)
 
         return await asyncio.wait_for(seen(), within)
@@ -368,7 +368,8 @@ async def test_bridge_workers_log_in_the_format_of_their_parent() -> None:
         args = ("--log-format", "json", "bridge", "--core", core.core, "--http-port", "0")
         async with clearpath(*args, "--workers", "2") as pool:
             await pool.until(r"bridge worker 2/2 .* listening")
-            await pool.until(r'"event": "upstream_state", "state": "connected"')
+            # Each worker has its own upstream: wait for both to say they connected.
+            await pool.until(r'"event": "upstream_state", "state": "connected"', count=2)
     records = parsed(pool.lines)
     workers = [r for r in records if re.match(r"bridge worker \d/2 \(pid", r["message"])]
     assert len(workers) == 2
