@@ -108,12 +108,18 @@ if TYPE_CHECKING:
     ]
 
 
+#: Told of each refused call: its method and its (deserialized) request.
+OnRefused = Callable[[str, Any], None]
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Refuses every call without a valid bearer token (UNAUTHENTICATED), but
-    the health service's; so every RPC added later is covered too."""
+    the health service's; so every RPC added later is covered too. ``on_refused``
+    (e.g. the service's counters) hears of each refusal with its request."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, on_refused: OnRefused | None = None) -> None:
         self._auth = authenticator
+        self._on_refused = on_refused
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -125,20 +131,27 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             self._auth.identity(handler_call_details.invocation_metadata)
         except Unauthenticated as exc:
-            return _refusing(handler, str(exc))
+            return _refusing(handler, str(exc), method, self._on_refused)
         return handler
 
 
 def _refusing(
-    handler: grpc.RpcMethodHandler[Any, Any], message: str
+    handler: grpc.RpcMethodHandler[Any, Any],
+    message: str,
+    method: str,
+    on_refused: OnRefused | None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """A handler of the same shape as ``handler`` that ends the call UNAUTHENTICATED."""
     code = grpc.StatusCode.UNAUTHENTICATED
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if on_refused is not None:
+            on_refused(method, request)
         await context.abort(code, message)
 
     async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if on_refused is not None:
+            on_refused(method, request)
         await context.abort(code, message)
         yield  # pragma: no cover - makes this an async generator
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import (
@@ -116,27 +117,27 @@ class Counts:
 
     def family(self, name: str, documentation: str, labels: Sequence[str]) -> CounterMetricFamily:
         """The counters as a Prometheus counter family (``name`` without ``_total``)."""
-        family = CounterMetricFamily(name, documentation, labels=list(labels))
-        for key, value in self.items():
-            family.add_metric(list(key), value)
-        return family
+        return counter(name, documentation, labels, self._data)
 
 
 def gauge(
     name: str, documentation: str, labels: Sequence[str], values: Mapping[tuple[str, ...], float]
 ) -> GaugeMetricFamily:
     """A gauge family of ``values`` by label tuple."""
-    family = GaugeMetricFamily(name, documentation, labels=list(labels))
-    for key, value in sorted(values.items()):
-        family.add_metric(list(key), value)
-    return family
+    return _filled(GaugeMetricFamily(name, documentation, labels=list(labels)), values)
 
 
 def counter(
     name: str, documentation: str, labels: Sequence[str], values: Mapping[tuple[str, ...], float]
 ) -> CounterMetricFamily:
     """A counter family of ``values`` by label tuple (``name`` without ``_total``)."""
-    family = CounterMetricFamily(name, documentation, labels=list(labels))
+    return _filled(CounterMetricFamily(name, documentation, labels=list(labels)), values)
+
+
+_F = TypeVar("_F", GaugeMetricFamily, CounterMetricFamily)
+
+
+def _filled(family: _F, values: Mapping[tuple[str, ...], float]) -> _F:
     for key, value in sorted(values.items()):
         family.add_metric(list(key), value)
     return family

@@ -8,7 +8,7 @@ import importlib.metadata
 import logging
 import signal
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 from aiohttp import hdrs, web
@@ -22,11 +22,11 @@ from core.guard import Authenticator, AuthInterceptor
 from core.hub import Hub
 from core.limits import MAX_PING_STRIKES, MIN_CLIENT_PING_INTERVAL
 from core.metrics import CONTENT_TYPE_LATEST, Family, Metrics, counter, gauge
-from core.service import PUBLISH_METHOD, SERVICE_NAME, RealtimeService, add_to_server
+from core.service import SERVICE_NAME, RealtimeService, add_to_server
 from core.wire import Delivery
 
 if TYPE_CHECKING:
-    from core.guard import Continuation
+    pass
 
 __all__ = ["SERVICE_NAME", "CoreNode", "create_server", "serve"]
 
@@ -72,7 +72,7 @@ def create_server(
     # Every call but health checks needs a valid token when auth is on (core.guard).
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if service.auth.enabled:
-        interceptors = [_RefusedPublishes(service), AuthInterceptor(service.auth)]
+        interceptors = [AuthInterceptor(service.auth, on_refused=service.refused)]
     server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
     add_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
@@ -91,35 +91,6 @@ def create_server(
         )
         port = server.add_secure_port(address, credentials)
     return server, port, health_servicer
-
-
-class _RefusedPublishes(grpc.aio.ServerInterceptor):
-    """Counts the Publish calls AuthInterceptor refuses (they never reach the
-    service) as ``unauthenticated``; must come before it. A Publish handler that is
-    not the service's own is AuthInterceptor's refusal (tests/test_core_metrics.py
-    pins this)."""
-
-    def __init__(self, service: RealtimeService) -> None:
-        self._service = service
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler_call_details.method != PUBLISH_METHOD or handler is None:
-            return handler
-        refuse: Any = handler.unary_unary  # typed sync by grpc-stubs; async here
-        if refuse is None or refuse == self._service.Publish:
-            return handler
-        count = self._service.count_refused
-
-        async def counted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            count(getattr(request, "events", ()), "unauthenticated")  # or Undecodable
-            return await refuse(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            counted, handler.request_deserializer, handler.response_serializer
-        )
 
 
 class CoreNode:

@@ -359,6 +359,13 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
                 )
         return response
 
+    def refused(self, method: str, request: Any) -> None:
+        """A call refused before it reached the service (unauthenticated): a
+        Publish's events are counted under that outcome."""
+        if method == PUBLISH_METHOD:
+            events = () if isinstance(request, Undecodable) else request.events
+            self.count_refused(events, "unauthenticated")
+
     def count_refused(self, events: Sequence[pb.Event], outcome: str) -> None:
         """Count the events of a refused Publish under ``outcome``, each by the topic
         of its payload (``unknown`` without one); an empty batch counts once."""
