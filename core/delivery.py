@@ -29,9 +29,9 @@ from core.topics import CANARY, TOPIC_NAMES, TOPIC_PAYLOAD, topic_from_name
 __all__ = [
     "CONFLATION_KEYS",
     "DELIVERY",
+    "URGENT_TOPICS",
     "DeliveryClass",
     "KeyOf",
-    "URGENT_TOPICS",
     "key_function",
     "parse_conflation",
 ]
@@ -77,6 +77,7 @@ KeyOf = Callable[[pb.Event], Hashable | None]
 
 def _string_fields(topic: int) -> set[str]:
     payload = pb.Event.DESCRIPTOR.fields_by_name[TOPIC_PAYLOAD[topic]].message_type
+    assert payload is not None  # every payload field is a message
     return {f.name for f in payload.fields if f.type == f.TYPE_STRING}
 
 
