@@ -16,12 +16,14 @@ setup-run: python node web
 setup: system setup-run
 
 # Debian packages the tests drive for real: headless Chromium (browser tests),
-# redis-server and nginx (scale-out, `make cluster`). Installed only when missing.
+# redis-server and nginx (scale-out, `make cluster`), nats-server (a bench baseline).
+# Installed only when missing.
 system:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
+	command -v nats-server >/dev/null || test -x /usr/sbin/nats-server || missing="$$missing nats-server"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq; \
