@@ -9,7 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.auth import AuthFields
 from core.credentials import read_pem
-from core.errors import UnknownTopic
+from core.delivery import parse_conflation
+from core.errors import InvalidArgument, UnknownTopic
 from core.exposure import check_exposure
 from core.limits import (
     KEEPALIVE_TIME,
@@ -73,6 +74,24 @@ class CoreSettings(AuthFields, BaseSettings):
     history_size: int = Field(10_000, ge=1, description="events kept per topic for resume")
     queue_size: int = Field(4096, ge=1, description="events queued per subscriber before overflow")
     heartbeat_interval: float = Field(15.0, gt=0, description="seconds of idle before a heartbeat")
+    # --- slow subscribers (README "Delivery classes, priority lanes and conflation") ---
+    priority_lanes: bool = Field(
+        True,
+        description="anomalies and notifications jump ahead of other events in every "
+        "stream's queue; off: one queue in publish order",
+    )
+    conflate: str = Field(
+        "default",
+        description="latest-state topics a stream that is behind receives only the newest "
+        "event per key of: TOPIC[:FIELD[+FIELD]] separated by ';', 'default' "
+        "(map_updates:package_id+vehicle_id;dashboard_metrics;system_health:component) or 'none'",
+    )
+    conflate_after: int | None = Field(
+        None,
+        ge=0,
+        description="events queued for a stream from which it is behind and conflates "
+        "(below queue_size); unset: a quarter of queue_size",
+    )
     max_batch: int = Field(1000, ge=1, description="events per Publish call")
     max_event_bytes: int = Field(MAX_EVENT_BYTES, ge=256, description="bytes per event")
     max_message_bytes: int = Field(
@@ -151,6 +170,37 @@ class CoreSettings(AuthFields, BaseSettings):
                 f"({self.max_event_bytes}) by at least 1024"
             )
         return self
+
+    @field_validator("conflate")
+    @classmethod
+    def _conflation_parses(cls, value: str) -> str:
+        try:
+            parse_conflation(value)
+        except InvalidArgument as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _conflation_before_overflow(self) -> CoreSettings:
+        if self.conflate_after is not None and self.conflate_after >= self.queue_size:
+            raise ValueError(
+                f"conflate_after ({self.conflate_after}) must be below queue_size "
+                f"({self.queue_size}): conflation comes before overflow"
+            )
+        return self
+
+    @property
+    def conflation(self) -> dict[int, tuple[str, ...]]:
+        """``conflate`` parsed: the conflated topics and their key fields."""
+        return parse_conflation(self.conflate)
+
+    @property
+    def conflate_after_events(self) -> int:
+        """Events queued from which a stream conflates (``conflate_after`` or a
+        quarter of ``queue_size``)."""
+        if self.conflate_after is not None:
+            return self.conflate_after
+        return self.queue_size // 4
 
     @model_validator(mode="after")
     def _tls_files(self) -> CoreSettings:

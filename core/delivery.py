@@ -63,10 +63,12 @@ URGENT_TOPICS: frozenset[int] = frozenset(
 )
 
 #: The default conflation keys of the ``latest`` topics: the payload fields whose
-#: values name "the same thing" (an empty tuple: the topic is one thing, e.g. the
-#: network-wide dashboard figures).
+#: values together name "the same thing" (an empty tuple: the topic is one thing,
+#: e.g. the network-wide dashboard figures). A map update names a package on a
+#: vehicle, a package, or a vehicle alone (it carries at least one of the two):
+#: both fields, so vehicles without a package never share a key.
 CONFLATION_KEYS: dict[int, tuple[str, ...]] = {
-    pb.TOPIC_MAP_UPDATES: ("package_id",),
+    pb.TOPIC_MAP_UPDATES: ("package_id", "vehicle_id"),
     pb.TOPIC_DASHBOARD_METRICS: (),
     pb.TOPIC_SYSTEM_HEALTH: ("component",),
 }
@@ -83,7 +85,7 @@ def _string_fields(topic: int) -> set[str]:
 
 def parse_conflation(spec: str) -> dict[int, tuple[str, ...]]:
     """The conflated topics and their keys from a setting such as
-    ``"map_updates:package_id;dashboard_metrics;system_health:component"``
+    ``"map_updates:package_id+vehicle_id;dashboard_metrics;system_health:component"``
     (``TOPIC[:FIELD[+FIELD...]]`` separated by ``;``); ``"none"`` or ``""``:
     nothing is conflated; ``"default"``: :data:`CONFLATION_KEYS`.
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -19,6 +19,7 @@ from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
 from core.auth import Identity
 from core.broker import Broker, HistoryResult
 from core.config import CoreSettings
+from core.delivery import URGENT_TOPICS, key_function
 from core.errors import (
     InvalidArgument,
     PermissionDenied,
@@ -29,11 +30,11 @@ from core.errors import (
     Unauthenticated,
     Unavailable,
 )
-from core.filters import Matcher, build_matcher
+from core.filters import Matcher, Skipped, build_matcher
 from core.guard import Authenticator, Metadata, PublishRates
 from core.hub import Hub, Subscription
 from core.metrics import LATENCY_BUCKETS, Counts, Family, Latency, counter, gauge
-from core.positions import Floors
+from core.positions import Floors, Position
 from core.topics import (
     INTERNAL_PAYLOAD_TOPIC,
     INTERNAL_TOPICS,
@@ -59,6 +60,10 @@ PUBLISH_METHOD = f"/{SERVICE_NAME}/Publish"
 
 # Events of history read from the broker at a time while a stream catches up.
 _PAGE = 1000
+# Events a stream takes from its queue at a time (at least its batch): what it
+# has taken is sent before anything queued later, so an urgent event waits
+# behind at most this many (and what gRPC buffers), not behind the whole queue.
+_ROUND = 64
 
 
 class _Labels(dict[int, str]):
@@ -195,6 +200,14 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         self._delivered = Counts()  # (path, topic) → events handed on, not in _latency
         self._filtered = Counts()  # (path, topic) → live events a filter refused
         self._dropped = 0  # events streams lost by overflowing (see families())
+        self._conflated = 0  # events streams skipped as superseded (see families())
+        # Lanes and conflation of every stream (README "Delivery classes, priority
+        # lanes and conflation").
+        self._urgent = URGENT_TOPICS if settings.priority_lanes else None
+        key_of = key_function(settings.conflation)
+        self._key: Callable[[Delivery], Hashable | None] | None = (
+            (lambda delivery: delivery.key_by(key_of)) if settings.conflation else None
+        )
         self._slow_closes = 0  # streams ended as slow consumers
 
     def broker_available(self, up: bool) -> None:
@@ -224,8 +237,11 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         handed to gRPC). ``events_dropped_total{reason="slow_consumer"}`` counts
         the events streams lost by overflowing their queue: refused from the
         overflow on, and still queued when the stream ended RESOURCE_EXHAUSTED (the
-        subscriber resumes them from history); ``events_filtered_total`` the live
-        events subscribers' filters refused."""
+        subscriber resumes them from history); ``{reason="conflated"}`` the events
+        of latest-state topics superseded in a queue by a newer one of the same
+        key (told to the stream by a ``Conflated`` message, or superseded when it
+        ended before it could be told);
+        ``events_filtered_total`` the live events subscribers' filters refused."""
         path = ("grpc",)
         latency = self._latency.family(
             "clearpath_delivery_latency_seconds",
@@ -267,7 +283,7 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
                 "clearpath_events_dropped",
                 "Events streams lost by overflowing their queue",
                 ["path", "reason"],
-                {("grpc", "slow_consumer"): self._dropped},
+                {("grpc", "slow_consumer"): self._dropped, ("grpc", "conflated"): self._conflated},
             ),
             latency,
             gauge(
@@ -400,9 +416,22 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         except RealtimeError as exc:
             await context.abort(exc.grpc_code, str(exc))
         ready = asyncio.Event()
-        accepts = None if matcher is None else _on_event(matcher, self._filtered)
+        batch = max(1, request.max_batch)
+        # A filtered stream is told where it is on topics its filter empties (Heartbeat.positions).
+        skipped = None
+        accepts = None
+        if matcher is not None:
+            skipped = Skipped()
+            accepts = _on_event(matcher, self._filtered, skipped, ready)
         sub: Subscription[Delivery] = Subscription(
-            topics, self._settings.queue_size, ready.set, accepts
+            topics,
+            self._settings.queue_size,
+            ready.set,
+            accepts,
+            urgent=self._urgent,
+            urgent_after=max(batch, _ROUND),  # less goes in the next round anyway
+            conflate=None if request.every_event else self._key,
+            conflate_after=self._settings.conflate_after_events,
         )
         sub_id = uuid.uuid4().hex[:12]
         expired = _expire(identity, sub, ready)
@@ -412,8 +441,9 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         self._idle.clear()
         log.info("subscribe %s topics=%s", sub_id, [topic_name(t) for t in topics])
         try:
-            batch = max(1, request.max_batch)
-            async for response in self._stream(sub, sub_id, topics, since, ready, batch, matcher):
+            async for response in self._stream(
+                sub, sub_id, topics, since, ready, batch, matcher, skipped
+            ):
                 yield response
         except RealtimeError as exc:
             ended: RealtimeError = exc
@@ -432,6 +462,9 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             self._hub.remove(sub)
             if sub.overflowed:  # lost to this stream: refused, and queued but not sent
                 self._dropped += sub.missed + len(sub)
+            untold = sub.take_conflated()  # superseded, the stream ended before telling
+            if untold:
+                self._conflated += sum(untold.values())
             self._wakers.discard(ready)
             self.streams -= 1
             if not self.streams:
@@ -488,6 +521,7 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         ready: asyncio.Event,
         batch: int,
         matcher: Matcher | None,
+        skipped: Skipped | None = None,
     ) -> AsyncIterator[spb.SubscribeResponse | bytes]:
         # The subscription is live before history is read, so nothing published
         # in between is missed; what arrives twice is refused by the floors below.
@@ -505,20 +539,33 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         for topic, found in backlog.items():
             # Live events up to the topic's latest position at confirmation are in history.
             floors.raise_to(topic, found.position)
-            async for chunk in self._replay(topic, found, matcher, batch, limit):
+            async for chunk in self._replay(topic, found, matcher, batch, limit, skipped):
                 if sub.closed:  # shutting down: end now, not after a long replay
                     raise _ShuttingDown()
                 yield chunk
         del backlog
         interval = self._settings.heartbeat_interval
+        rounds = max(batch, _ROUND)
         told_up = True
+        clock = asyncio.get_running_loop().time
+        told_at = clock()  # when the stream was last told its skipped positions
         while True:
             if told_up != self._broker_up:
                 told_up = self._broker_up
                 yield _heartbeat(broker_up=told_up)
-            fresh = sub.drain()
+            fresh = sub.drain(max_items=rounds)
+            superseded = sub.take_conflated()
+            if superseded:  # told before the events that follow the superseded ones
+                for topic, count in superseded.items():
+                    self._conflated += count
+                    yield spb.SubscribeResponse(
+                        conflated=spb.Conflated(topic=topic, skipped=count)  # type: ignore[arg-type]
+                    )
             if floors:
                 fresh = [d for d in fresh if floors.admits(d.event.topic, d.event.position)]
+            if skipped and fresh:
+                for delivery in fresh:
+                    skipped.passed(delivery.topic, delivery.event.position)
             debug = fresh and log.isEnabledFor(logging.DEBUG)
             if batch == 1:  # the common case, kept lean: one clock read per response
                 for delivery in fresh:
@@ -536,7 +583,7 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
                     yield _response(group)
             if sub.closed:
                 raise _ShuttingDown()
-            if sub.overflowed:
+            if sub.overflowed and not len(sub):  # what it had queued is sent first
                 raise SlowConsumer(
                     f"subscriber fell more than {sub.capacity} events behind; "
                     "resubscribe with `since` set to the last position received"
@@ -544,11 +591,17 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             ready.clear()
             if len(sub) or sub.overflowed or sub.closed:
                 continue
+            # Nothing queued: every event before the skipped ones has been sent.
+            if skipped and (skipped.due() or clock() - told_at >= interval):
+                told_at = clock()
+                yield _heartbeat(broker_up=self._broker_up, positions=skipped.take())
             try:
                 async with asyncio.timeout(interval):
                     await ready.wait()
             except TimeoutError:
-                yield _heartbeat(broker_up=self._broker_up)
+                told_at = clock()
+                told = skipped.take() if skipped else None
+                yield _heartbeat(broker_up=self._broker_up, positions=told)
 
     def _handed(self, delivery: Delivery, now: float) -> None:
         """``delivery`` is handed to gRPC at ``now``: its delivery latency, by topic."""
@@ -566,12 +619,24 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         matcher: Matcher | None,
         batch: int,
         limit: int,
+        skipped: Skipped | None = None,
     ) -> AsyncIterator[bytes]:
-        """The history of ``topic`` up to ``found.position``, a page at a time."""
+        """The history of ``topic`` up to ``found.position``, a page at a time
+        (what ``matcher`` refuses is noted in ``skipped``)."""
         head = found.position
         while found.events:
             events = found.events
-            deliveries = [Delivery(e) for e in events if matcher is None or matcher(e)]
+            if matcher is None:
+                deliveries = [Delivery(e) for e in events]
+            else:
+                deliveries = []
+                for e in events:
+                    if matcher(e):
+                        deliveries.append(Delivery(e))
+                    elif skipped is not None:
+                        skipped.skip(topic, e.position)
+                if skipped and deliveries:
+                    skipped.passed(topic, deliveries[-1].event.position)
             key = _GRPC_KEYS[topic]
             for group in _groups(deliveries, batch, limit):
                 yield _response(group)
@@ -634,17 +699,34 @@ def _expire(
     return handle
 
 
-def _heartbeat(*, broker_up: bool) -> spb.SubscribeResponse:
+def _heartbeat(
+    *, broker_up: bool, positions: dict[int, Position] | None = None
+) -> spb.SubscribeResponse:
+    """A heartbeat; with ``positions`` (see :class:`core.filters.Skipped`) when a
+    filter left events out since the stream was last told."""
     heartbeat = spb.Heartbeat(broker_unavailable=not broker_up)
     heartbeat.time.GetCurrentTime()
+    for topic, at in (positions or {}).items():
+        heartbeat.positions.add(
+            topic=topic,
+            position=pb.StreamPosition(offset=at.offset, epoch=at.epoch),
+        )
     return spb.SubscribeResponse(heartbeat=heartbeat)
 
 
-def _on_event(matcher: Matcher, filtered: Counts) -> Callable[[Delivery], bool]:
+def _on_event(
+    matcher: Matcher, filtered: Counts, skipped: Skipped, wake: asyncio.Event
+) -> Callable[[Delivery], bool]:
+    """The hub filter of a stream: ``matcher``, counting and noting what it refuses
+    (``wake`` the stream when it is time to tell, see :class:`core.filters.Skipped`)."""
+
     def accepts(delivery: Delivery) -> bool:
-        if matcher(delivery.event):
+        event = delivery.event
+        if matcher(event):
             return True
         filtered.inc(_GRPC_KEYS[delivery.topic])
+        if skipped.skip(delivery.topic, event.position):
+            wake.set()
         return False
 
     return accepts

@@ -9,11 +9,15 @@ batch costs no per-subscriber serialization either.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from clearpath.realtime.v1 import events_pb2 as pb
+from core.delivery import KeyOf
 
-__all__ = ["Delivery", "batch_response", "varint"]
+__all__ = ["UNKEYED", "Delivery", "batch_response", "varint"]
+
+#: :attr:`Delivery.key` before it is computed.
+UNKEYED: Hashable = object()
 
 # Field tags (field number << 3 | wire type 2, length-delimited) of service.proto.
 _EVENT_IN_RESPONSE = b"\x12"  # SubscribeResponse.event = 2
@@ -37,7 +41,7 @@ class Delivery:
     ``topic`` and ``published`` (``event.published_at`` in seconds since the
     epoch, 0.0 when unset) are read once here, not once per subscriber."""
 
-    __slots__ = ("_body", "event", "published", "topic")
+    __slots__ = ("_body", "event", "key", "published", "topic")
 
     def __init__(self, event: pb.Event) -> None:
         self.event = event
@@ -45,6 +49,16 @@ class Delivery:
         stamp = event.published_at
         self.published: float = stamp.seconds + stamp.nanos * 1e-9
         self._body: bytes | None = None
+        #: The event's conflation key, computed once by :meth:`key_by` (UNKEYED before).
+        self.key: Hashable | None = UNKEYED
+
+    def key_by(self, key_of: KeyOf) -> Hashable | None:
+        """The event's conflation key under ``key_of``, computed on first use and
+        kept (every stream of a core conflates with the same keys)."""
+        key = self.key
+        if key is UNKEYED:
+            key = self.key = key_of(self.event)
+        return key
 
     def _length_and_event(self) -> bytes:
         if self._body is None:

@@ -10,19 +10,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from clients.cli import cluster, publish, serve, simulate, status, subscribe, token
+from clients.cli import cluster, publish, schema, serve, simulate, status, subscribe, token
 from core import logs
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = [publish, subscribe, status, simulate, serve, cluster, token]
+COMMANDS = [publish, subscribe, status, simulate, serve, cluster, token, schema]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="clearpath",
-        description="ClearPath Realtime: publish, subscribe, simulate, status, serve, token.",
+        description="ClearPath Realtime: publish, subscribe, simulate, status, serve, token, "
+        "schema.",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument(

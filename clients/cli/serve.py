@@ -135,6 +135,25 @@ def _bridge_flags(parser: argparse.ArgumentParser) -> None:
         "--slow-timeout", type=float, help="seconds a socket may take nothing before it is closed"
     )
     parser.add_argument("--ping-interval", type=float, help="seconds between WebSocket pings")
+    parser.add_argument(
+        "--priority-lanes",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="anomalies and notifications jump ahead of other frames in a socket's queue "
+        "(default: on)",
+    )
+    parser.add_argument(
+        "--conflate",
+        metavar="SPEC",
+        help="latest-state topics a socket that is behind gets only the newest frame per key "
+        "of: TOPIC[:FIELD[+FIELD]];... , 'default' or 'none'",
+    )
+    parser.add_argument(
+        "--conflate-after-bytes",
+        type=int,
+        metavar="N",
+        help="bytes queued for a socket from which it conflates",
+    )
 
 
 def _upstream_flags(parser: argparse.ArgumentParser, who: str) -> None:
@@ -200,6 +219,9 @@ def bridge_settings(args: argparse.Namespace, core: str | None) -> BridgeSetting
                 "send_queue_bytes": args.send_queue_bytes,
                 "slow_timeout": args.slow_timeout,
                 "ping_interval": args.ping_interval,
+                "priority_lanes": args.priority_lanes,
+                "conflate": args.conflate,
+                "conflate_after_bytes": args.conflate_after_bytes,
                 "core_token": args.core_token,
                 "core_tls_ca": args.core_tls_ca,
                 "core_tls_cert": args.core_tls_cert,
@@ -244,7 +266,9 @@ def _bad_settings(exc: ValidationError) -> int:
     """A setting out of range: one line per problem naming it, exit 2 (no traceback)."""
     for error in exc.errors(include_url=False):
         where = ".".join(str(p) for p in error["loc"]) or "settings"
-        print(f"clearpath: {where}: {error['msg']}", file=sys.stderr)
+        # A validator's own message, without pydantic's "Value error, " in front.
+        message = str(error["msg"]).removeprefix("Value error, ")
+        print(f"clearpath: {where}: {message}", file=sys.stderr)
     return 2
 
 

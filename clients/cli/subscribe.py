@@ -2,7 +2,8 @@
 
 One frame per line on stdout (``core.codec.event_to_frame``), flushed as it
 arrives, until interrupted or ``--count`` events. Notices (subscribed, gaps,
-reconnects) go to stderr, so stdout stays pure JSON lines.
+reconnects, events skipped by conflation) go to stderr, so stdout stays pure
+JSON lines.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from clients.cli._common import (
 )
 from clients.sdk import Client, Gap, StreamPosition, SubscriptionFilter
 from core.codec import encode_frame, event_to_frame
+from core.errors import InvalidArgument
 from core.topics import TOPIC_NAMES
+from core.viewport import BoundingBox, parse_bbox_query
 
 __all__ = ["parse_filters", "parse_since", "register"]
 
@@ -52,6 +55,12 @@ def register(sub: Any) -> None:
         default=[],
         metavar="TYPE:EPOCH:OFFSET",
         help="resume a subscription type after this position (a frame's position); repeatable",
+    )
+    parser.add_argument(
+        "--bbox",
+        metavar="W,S,E,N",
+        help="map_updates only inside this box (degrees west,south,east,north; "
+        "west > east crosses the antimeridian), e.g. --bbox=-125,24,-66,50",
     )
     parser.add_argument("--count", type=int, metavar="N", help="stop after N events")
     add_core_option(parser)
@@ -90,6 +99,21 @@ def parse_since(values: list[str]) -> dict[str, StreamPosition]:
     return out
 
 
+def _tell_conflated(conflated: dict[str, int], told: dict[str, int]) -> None:
+    """On stderr, how many events of each topic the core skipped as superseded
+    since the last notice (the stream was behind; the newest per key still comes)."""
+    for topic, total in conflated.items():
+        skipped = total - told.get(topic, 0)
+        if skipped:
+            told[topic] = total
+            print(
+                f"clearpath: conflated {topic}: {skipped} superseded events skipped "
+                "(the stream was behind; the newest of each key follows)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     """Stream until interrupted (or --count events)."""
     parser: argparse.ArgumentParser = args.subscribe_parser
@@ -97,10 +121,19 @@ def run(args: argparse.Namespace) -> int:
         filters, since = parse_filters(args.filter), parse_since(args.since)
     except ValueError as exc:
         parser.error(str(exc))
+    box: BoundingBox | None = None
+    if args.bbox is not None:
+        if "map_updates" not in args.topics:
+            parser.error("--bbox applies to map_updates only: subscribe to map_updates")
+        try:
+            box = parse_bbox_query(args.bbox, where="--bbox")
+        except InvalidArgument as exc:
+            parser.error(str(exc))
     if args.count is not None and args.count < 1:
         parser.error("--count must be at least 1")
     target, options = core_target(args), client_options(args)
-    return run_async(_stream(target, options, args.topics, filters, since, args.count), target)
+    stream = _stream(target, options, args.topics, filters, since, args.count, box)
+    return run_async(stream, target)
 
 
 async def _stream(
@@ -110,13 +143,17 @@ async def _stream(
     filters: dict[str, list[str] | str],
     since: dict[str, StreamPosition],
     count: int | None,
+    box: BoundingBox | None = None,
 ) -> int:
     out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
     received = 0
     client = Client(target, **options)
-    async with client, client.subscribe(topics, filters=filters, since=since) as sub:
+    bbox = None if box is None else (box.west, box.south, box.east, box.north)
+    async with client, client.subscribe(topics, filters=filters, since=since, bbox=bbox) as sub:
         print(f"subscribed to {', '.join(topics)}", file=sys.stderr, flush=True)
+        told: dict[str, int] = {}
         async for item in sub:
+            _tell_conflated(sub.conflated, told)
             if isinstance(item, Gap):
                 print(
                     f"clearpath: gap in {item.topic}: events after "

@@ -18,10 +18,12 @@ from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2 as spb
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
 from clients.sdk._convert import (
+    BboxLike,
     EventLike,
     FilterLike,
     PositionLike,
     TopicLike,
+    to_bbox,
     to_events,
     to_filter,
     to_since,
@@ -269,6 +271,8 @@ class Client:
         *,
         filters: FilterLike | None = None,
         since: Mapping[str, PositionLike] | None = None,
+        bbox: BboxLike | None = None,
+        every_event: bool = False,
     ) -> Subscription:
         """A stream of the events of ``topics``, that resumes after any disconnect.
 
@@ -276,12 +280,29 @@ class Client:
         …); ``filters`` is a dict of SubscriptionFilter fields, e.g.
         ``{"package_ids": ["p1"], "min_severity": "high"}``; ``since`` maps a
         topic to the last position already seen (a frame's ``position``), to
-        resume after it. Bad arguments raise :class:`InvalidArgumentError` here;
-        nothing is sent until the subscription is started or iterated.
+        resume after it. ``bbox``: ``(west, south, east, north)`` in degrees,
+        only map updates inside it (``west > east`` crosses the antimeridian;
+        overrides a ``bbox`` in ``filters``); to move it, subscribe again with
+        ``since=sub.positions()``. Bad arguments raise
+        :class:`InvalidArgumentError` here; nothing is sent until the
+        subscription is started or iterated.
+
+        While the stream is behind, the core may skip superseded events of
+        latest-state topics (map_updates per package, dashboard_metrics,
+        system_health per component; the newest of each key always comes):
+        :attr:`Subscription.conflated` counts them. ``every_event=True`` asks
+        for every event instead (a stream that cannot keep up is then cut off
+        and resumed from history).
         """
         try:
             numbers = to_topics(topics)
-            request = spb.SubscribeRequest(topics=numbers, filter=to_filter(filters))  # type: ignore[arg-type]
+            spec = to_filter(filters)
+            if bbox is not None:
+                boxed = spb.SubscriptionFilter()
+                boxed.CopyFrom(spec)  # never change the caller's message
+                boxed.bbox.CopyFrom(to_bbox(bbox))
+                spec = boxed
+            request = spb.SubscribeRequest(topics=numbers, filter=spec, every_event=every_event)  # type: ignore[arg-type]
             state = ResumeState(numbers, to_since(since, numbers))
         except InvalidArgument as exc:
             raise from_invalid(exc) from exc
@@ -348,7 +369,9 @@ class Subscription:
     the topic before the events that follow, so a loss is never silent.
     Errors that retrying cannot fix (bad filter, refused token) are raised as
     :class:`ClearPathError` subclasses, as is the last error once
-    ``backoff.max_attempts`` consecutive attempts failed.
+    ``backoff.max_attempts`` consecutive attempts failed. Events the core
+    skipped as superseded while the stream was behind (latest-state topics
+    only) are not items: :attr:`conflated` counts them.
 
     Use ``async with client.subscribe(...) as sub: async for item in sub: ...``;
     leaving the block closes the stream. One task at a time may iterate it.
@@ -368,11 +391,16 @@ class Subscription:
         self.subscription_id: str | None = None
         #: The address of the current (or last) stream's core, once confirmed.
         self.target: str | None = None
+        #: Events the core skipped as superseded while this stream was behind, by
+        #: topic name (latest-state topics only; the newest event of each key is
+        #: never skipped). Only grows.
+        self.conflated: dict[str, int] = {}
         self._address = client.target
 
     @property
     def positions(self) -> dict[str, pb.StreamPosition]:
-        """The last position seen per topic name: pass it as ``since`` to resume later."""
+        """The last position seen per topic name (or, when a filter left the topic's
+        events out, where a heartbeat said it went): pass it as ``since`` to resume later."""
         return {TOPIC_NAMES[t]: p for t, p in self._state.positions.items()}
 
     async def __aenter__(self) -> Self:
@@ -424,8 +452,15 @@ class Subscription:
                 self._client._failed_over(self._address)
                 continue
             self._failures = 0
-            if message.HasField("event") and self._state.accept(message.event):
+            kind = message.WhichOneof("kind")
+            if kind == "event" and self._state.accept(message.event):
                 return message.event
+            if kind == "heartbeat":  # a filtered stream is told where it is
+                self._state.advance(message.heartbeat.positions)
+            elif kind == "conflated":
+                skipped = message.conflated
+                name = TOPIC_NAMES.get(skipped.topic, str(skipped.topic))
+                self.conflated[name] = self.conflated.get(name, 0) + skipped.skipped
         raise StopAsyncIteration
 
     async def _open(self) -> None:

@@ -10,12 +10,15 @@ from clearpath.realtime.v1 import service_pb2 as spb
 from core.codec import event_from_frame, scalar_value
 from core.errors import InvalidArgument
 from core.topics import TOPIC_NAMES, topic_from_name
+from core.viewport import BoundingBox
 
 __all__ = [
+    "BboxLike",
     "EventLike",
     "FilterLike",
     "PositionLike",
     "TopicLike",
+    "to_bbox",
     "to_events",
     "to_filter",
     "to_since",
@@ -28,6 +31,9 @@ EventLike: TypeAlias = pb.Event | Mapping[str, Any]
 TopicLike: TypeAlias = str | int
 FilterLike: TypeAlias = spb.SubscriptionFilter | Mapping[str, Any]
 PositionLike: TypeAlias = pb.StreamPosition | Mapping[str, Any]
+#: A map area: ``(west, south, east, north)`` in degrees, a mapping of those keys,
+#: or a ``BoundingBox`` message.
+BboxLike: TypeAlias = tuple[float, float, float, float] | Mapping[str, Any] | spb.BoundingBox
 
 
 def to_events(events: EventLike | Iterable[EventLike]) -> list[pb.Event]:
@@ -70,11 +76,15 @@ def to_filter(filters: FilterLike | None) -> spb.SubscriptionFilter:
 
     List fields take one string or an iterable of them; enums take their JSON
     names (``"high"``). Field names come from the descriptor, so a filter added
-    to the proto is accepted here with no change.
+    to the proto is accepted here with no change. A message is returned as
+    given once its box (if set) passes :func:`to_bbox`'s checks. A ``bbox`` that
+    is set is a box, even all zero (the point 0, 0); None or absent: no box.
     """
     if filters is None:
         return spb.SubscriptionFilter()
     if isinstance(filters, spb.SubscriptionFilter):
+        if filters.HasField("bbox"):
+            to_bbox(filters.bbox, "filter.bbox")  # refused here, not by the core later
         return filters
     spec = spb.SubscriptionFilter()
     fields = spec.DESCRIPTOR.fields_by_name
@@ -83,12 +93,30 @@ def to_filter(filters: FilterLike | None) -> spb.SubscriptionFilter:
         if field is None:
             raise InvalidArgument(f"filter: unknown key {name!r}; keys: {', '.join(fields)}")
         where = f"filter.{name}"
-        if field.is_repeated:
+        if name == "bbox":
+            if value is not None:
+                spec.bbox.CopyFrom(to_bbox(value, where))
+        elif field.is_repeated:
             values = [value] if isinstance(value, str) else list(value)
             getattr(spec, name).extend(scalar_value(field, v, where) for v in values)
         elif value is not None:
             setattr(spec, name, scalar_value(field, value, where))
     return spec
+
+
+def to_bbox(bbox: BboxLike, where: str = "bbox") -> spb.BoundingBox:
+    """A BoundingBox message, checked by :mod:`core.viewport`'s rules (InvalidArgument
+    naming ``{where}.south`` etc.; a huge integer or NaN included). Put it in a
+    filter with ``CopyFrom``: the field is then set, even for an all-zero box."""
+    if isinstance(bbox, spb.BoundingBox):
+        box = BoundingBox.of(bbox.west, bbox.south, bbox.east, bbox.north, where=where)
+    elif isinstance(bbox, Mapping):
+        box = BoundingBox.from_mapping(dict(bbox), where=where)
+    elif isinstance(bbox, tuple | list) and len(bbox) == 4:
+        box = BoundingBox.of(*bbox, where=where)
+    else:
+        raise InvalidArgument(f"{where}: expected (west, south, east, north)")
+    return spb.BoundingBox(west=box.west, south=box.south, east=box.east, north=box.north)
 
 
 def to_since(

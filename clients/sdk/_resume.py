@@ -3,7 +3,8 @@
 Pure state, driven by plain calls (no I/O), so every rule of resuming is tested
 without a server: :class:`ResumeState` remembers the last position seen on each
 topic, builds the ``since`` of the next SubscribeRequest, turns the core's
-confirmation into :class:`Gap` notices, and drops events already delivered.
+confirmation into :class:`Gap` notices, drops events already delivered, and
+moves on with the positions a heartbeat tells a filtered stream.
 """
 
 from __future__ import annotations
@@ -85,6 +86,17 @@ class ResumeState:
     def accept(self, event: pb.Event) -> bool:
         """True for an event not delivered before (and remember its position)."""
         return self._cursors.accept(event.topic, event.position)
+
+    def advance(self, positions: Iterable[spb.TopicPosition]) -> None:
+        """Take in a heartbeat's ``positions``: where the stream is on topics whose
+        events its filter left out (every event that follows comes after them).
+        A topic's position moves forward only, within its epoch; an older one, one
+        of another epoch, or one of a topic without a position yet is ignored."""
+        for entry in positions:
+            last = self._cursors.get(entry.topic)
+            at = entry.position
+            if last is not None and at.epoch == last.epoch and at.offset > last.offset:
+                self._cursors.accept(entry.topic, at)
 
 
 def _pb(position: Position) -> pb.StreamPosition:

@@ -81,7 +81,9 @@ class _PackageStatus:
 class _PackageStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PackageStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PACKAGE_STATUS_UNSPECIFIED: _PackageStatus.ValueType  # 0
-    """Not a status; rejected on publish."""
+    """Not a status: a package update without one is rejected on publish; a map
+    update may leave it unset (status not known).
+    """
     PACKAGE_STATUS_CREATED: _PackageStatus.ValueType  # 1
     """Label created, not yet handed to a carrier."""
     PACKAGE_STATUS_IN_TRANSIT: _PackageStatus.ValueType  # 2
@@ -101,7 +103,9 @@ class PackageStatus(_PackageStatus, metaclass=_PackageStatusEnumTypeWrapper):
     """Where a package is in its journey."""
 
 PACKAGE_STATUS_UNSPECIFIED: PackageStatus.ValueType  # 0
-"""Not a status; rejected on publish."""
+"""Not a status: a package update without one is rejected on publish; a map
+update may leave it unset (status not known).
+"""
 PACKAGE_STATUS_CREATED: PackageStatus.ValueType  # 1
 """Label created, not yet handed to a carrier."""
 PACKAGE_STATUS_IN_TRANSIT: PackageStatus.ValueType  # 2
@@ -440,7 +444,7 @@ class MapUpdate(_message.Message):
     next_stop: _builtins.str
     """The place it is heading to next."""
     status: Global___PackageStatus.ValueType
-    """Package status at this position."""
+    """Package status at this position; may be unset (unspecified) when not known."""
     def __init__(
         self,
         *,

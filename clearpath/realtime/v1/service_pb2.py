@@ -26,7 +26,7 @@ from clearpath.realtime.v1 import events_pb2 as clearpath_dot_realtime_dot_v1_do
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#clearpath/realtime/v1/service.proto\x12\x15\x63learpath.realtime.v1\x1a\"clearpath/realtime/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x0ePublishRequest\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.clearpath.realtime.v1.Event\"H\n\x0fPublishResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.clearpath.realtime.v1.PublishResult\"\x81\x01\n\rPublishResult\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x05topic\x18\x02 \x01(\x0e\x32\x1c.clearpath.realtime.v1.Topic\x12\x37\n\x08position\x18\x03 \x01(\x0b\x32%.clearpath.realtime.v1.StreamPosition\"\x8b\x01\n\x12SubscriptionFilter\x12\x13\n\x0bpackage_ids\x18\x01 \x03(\t\x12\x18\n\x10tracking_numbers\x18\x02 \x03(\t\x12\x35\n\x0cmin_severity\x18\x03 \x01(\x0e\x32\x1f.clearpath.realtime.v1.Severity\x12\x0f\n\x07user_id\x18\x04 \x01(\t\"u\n\rTopicPosition\x12+\n\x05topic\x18\x01 \x01(\x0e\x32\x1c.clearpath.realtime.v1.Topic\x12\x37\n\x08position\x18\x02 \x01(\x0b\x32%.clearpath.realtime.v1.StreamPosition\"\xc3\x01\n\x10SubscribeRequest\x12,\n\x06topics\x18\x01 \x03(\x0e\x32\x1c.clearpath.realtime.v1.Topic\x12\x39\n\x06\x66ilter\x18\x02 \x01(\x0b\x32).clearpath.realtime.v1.SubscriptionFilter\x12\x33\n\x05since\x18\x03 \x03(\x0b\x32$.clearpath.realtime.v1.TopicPosition\x12\x11\n\tmax_batch\x18\x04 \x01(\r\"\xf8\x01\n\x11SubscribeResponse\x12\x41\n\tconfirmed\x18\x01 \x01(\x0b\x32,.clearpath.realtime.v1.SubscriptionConfirmedH\x00\x12-\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1c.clearpath.realtime.v1.EventH\x00\x12\x35\n\theartbeat\x18\x03 \x01(\x0b\x32 .clearpath.realtime.v1.HeartbeatH\x00\x12\x32\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32!.clearpath.realtime.v1.EventBatchH\x00\x42\x06\n\x04kind\":\n\nEventBatch\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.clearpath.realtime.v1.Event\"c\n\x15SubscriptionConfirmed\x12\x31\n\x06topics\x18\x01 \x03(\x0b\x32!.clearpath.realtime.v1.TopicState\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\"\x85\x01\n\nTopicState\x12+\n\x05topic\x18\x01 \x01(\x0e\x32\x1c.clearpath.realtime.v1.Topic\x12\x37\n\x08position\x18\x02 \x01(\x0b\x32%.clearpath.realtime.v1.StreamPosition\x12\x11\n\trecovered\x18\x03 \x01(\x08\"\x82\x01\n\x0eHistoryRequest\x12+\n\x05topic\x18\x01 \x01(\x0e\x32\x1c.clearpath.realtime.v1.Topic\x12\x34\n\x05since\x18\x02 \x01(\x0b\x32%.clearpath.realtime.v1.StreamPosition\x12\r\n\x05limit\x18\x03 \x01(\r\"q\n\x0fHistoryResponse\x12\x30\n\x05state\x18\x01 \x01(\x0b\x32!.clearpath.realtime.v1.TopicState\x12,\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1c.clearpath.realtime.v1.Event\"Q\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x62roker_unavailable\x18\x02 \x01(\x08\x32\xa7\x02\n\x0fRealtimeService\x12X\n\x07Publish\x12%.clearpath.realtime.v1.PublishRequest\x1a&.clearpath.realtime.v1.PublishResponse\x12`\n\tSubscribe\x12\'.clearpath.realtime.v1.SubscribeRequest\x1a(.clearpath.realtime.v1.SubscribeResponse0\x01\x12X\n\x07History\x12%.clearpath.realtime.v1.HistoryRequest\x1a&.clearpath.realtime.v1.HistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#clearpath/realtime/v1/service.proto\x12\x15\x63learpath.realtime.v1\x1a\"clearpath/realtime/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x0ePublishRequest\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.clearpath.realtime.v1.Event\"H\n\x0fPublishResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.clearpath.realtime.v1.PublishResult\"\x81\x01\n\rPublishResult\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x05topic\x18\x02 \x01(\x0e\x32\x1c.clearpath.realtime.v1.Topic\x12\x37\n\x08position\x18\x03 \x01(\x0b\x32%.clearpath.realtime.v1.StreamPosition\"\xbd\x01\n\x12SubscriptionFilter\x12\x13\n\x0bpackage_ids\x18\x01 \x03(\t\x12\x18\n\x10tracking_numbers\x18\x02 \x03(\t\x12\x35\n\x0cmin_severity\x18\x03 \x01(\x0e\x32\x1f.clearpath.realtime.v1.Severity\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x30\n\x04\x62\x62ox\x18\x05 \x01(\x0b\x32\".clearpath.realtime.v1.BoundingBox\"G\n\x0b\x42oundingBox\x12\x0c\n\x04west\x18\x01 \x01(\x01\x12\r\n\x05south\x18\x02 \x01(\x01\x12\x0c\n\x04\x65\x61st\x18\x03 \x01(\x01\x12\r\n\x05north\x18\x04 \x01(\x01\"u\n\rTopicPosition\x12+\n\x05topic\x18\x01 \x01(\x0e\x32\x1c.clearpath.realtime.v1.Topic\x12\x37\n\x08position\x18\x02 \x01(\x0b\x32%.clearpath.realtime.v1.StreamPosition\"\xd8\x01\n\x10SubscribeRequest\x12,\n\x06topics\x18\x01 \x03(\x0e\x32\x1c.clearpath.realtime.v1.Topic\x12\x39\n\x06\x66ilter\x18\x02 \x01(\x0b\x32).clearpath.realtime.v1.SubscriptionFilter\x12\x33\n\x05since\x18\x03 \x03(\x0b\x32$.clearpath.realtime.v1.TopicPosition\x12\x11\n\tmax_batch\x18\x04 \x01(\r\x12\x13\n\x0b\x65very_event\x18\x05 \x01(\x08\"\xaf\x02\n\x11SubscribeResponse\x12\x41\n\tconfirmed\x18\x01 \x01(\x0b\x32,.clearpath.realtime.v1.SubscriptionConfirmedH\x00\x12-\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1c.clearpath.realtime.v1.EventH\x00\x12\x35\n\theartbeat\x18\x03 \x01(\x0b\x32 .clearpath.realtime.v1.HeartbeatH\x00\x12\x32\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32!.clearpath.realtime.v1.EventBatchH\x00\x12\x35\n\tconflated\x18\x05 \x01(\x0b\x32 .clearpath.realtime.v1.ConflatedH\x00\x42\x06\n\x04kind\"I\n\tConflated\x12+\n\x05topic\x18\x01 \x01(\x0e\x32\x1c.clearpath.realtime.v1.Topic\x12\x0f\n\x07skipped\x18\x02 \x01(\r\":\n\nEventBatch\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.clearpath.realtime.v1.Event\"c\n\x15SubscriptionConfirmed\x12\x31\n\x06topics\x18\x01 \x03(\x0b\x32!.clearpath.realtime.v1.TopicState\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\"\x85\x01\n\nTopicState\x12+\n\x05topic\x18\x01 \x01(\x0e\x32\x1c.clearpath.realtime.v1.Topic\x12\x37\n\x08position\x18\x02 \x01(\x0b\x32%.clearpath.realtime.v1.StreamPosition\x12\x11\n\trecovered\x18\x03 \x01(\x08\"\x82\x01\n\x0eHistoryRequest\x12+\n\x05topic\x18\x01 \x01(\x0e\x32\x1c.clearpath.realtime.v1.Topic\x12\x34\n\x05since\x18\x02 \x01(\x0b\x32%.clearpath.realtime.v1.StreamPosition\x12\r\n\x05limit\x18\x03 \x01(\r\"q\n\x0fHistoryResponse\x12\x30\n\x05state\x18\x01 \x01(\x0b\x32!.clearpath.realtime.v1.TopicState\x12,\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x1c.clearpath.realtime.v1.Event\"\x8a\x01\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x62roker_unavailable\x18\x02 \x01(\x08\x12\x37\n\tpositions\x18\x03 \x03(\x0b\x32$.clearpath.realtime.v1.TopicPosition2\xa7\x02\n\x0fRealtimeService\x12X\n\x07Publish\x12%.clearpath.realtime.v1.PublishRequest\x1a&.clearpath.realtime.v1.PublishResponse\x12`\n\tSubscribe\x12\'.clearpath.realtime.v1.SubscribeRequest\x1a(.clearpath.realtime.v1.SubscribeResponse0\x01\x12X\n\x07History\x12%.clearpath.realtime.v1.HistoryRequest\x1a&.clearpath.realtime.v1.HistoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,25 +40,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHRESULT']._serialized_start=270
   _globals['_PUBLISHRESULT']._serialized_end=399
   _globals['_SUBSCRIPTIONFILTER']._serialized_start=402
-  _globals['_SUBSCRIPTIONFILTER']._serialized_end=541
-  _globals['_TOPICPOSITION']._serialized_start=543
-  _globals['_TOPICPOSITION']._serialized_end=660
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=663
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=858
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=861
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1109
-  _globals['_EVENTBATCH']._serialized_start=1111
-  _globals['_EVENTBATCH']._serialized_end=1169
-  _globals['_SUBSCRIPTIONCONFIRMED']._serialized_start=1171
-  _globals['_SUBSCRIPTIONCONFIRMED']._serialized_end=1270
-  _globals['_TOPICSTATE']._serialized_start=1273
-  _globals['_TOPICSTATE']._serialized_end=1406
-  _globals['_HISTORYREQUEST']._serialized_start=1409
-  _globals['_HISTORYREQUEST']._serialized_end=1539
-  _globals['_HISTORYRESPONSE']._serialized_start=1541
-  _globals['_HISTORYRESPONSE']._serialized_end=1654
-  _globals['_HEARTBEAT']._serialized_start=1656
-  _globals['_HEARTBEAT']._serialized_end=1737
-  _globals['_REALTIMESERVICE']._serialized_start=1740
-  _globals['_REALTIMESERVICE']._serialized_end=2035
+  _globals['_SUBSCRIPTIONFILTER']._serialized_end=591
+  _globals['_BOUNDINGBOX']._serialized_start=593
+  _globals['_BOUNDINGBOX']._serialized_end=664
+  _globals['_TOPICPOSITION']._serialized_start=666
+  _globals['_TOPICPOSITION']._serialized_end=783
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=786
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1002
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1005
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1308
+  _globals['_CONFLATED']._serialized_start=1310
+  _globals['_CONFLATED']._serialized_end=1383
+  _globals['_EVENTBATCH']._serialized_start=1385
+  _globals['_EVENTBATCH']._serialized_end=1443
+  _globals['_SUBSCRIPTIONCONFIRMED']._serialized_start=1445
+  _globals['_SUBSCRIPTIONCONFIRMED']._serialized_end=1544
+  _globals['_TOPICSTATE']._serialized_start=1547
+  _globals['_TOPICSTATE']._serialized_end=1680
+  _globals['_HISTORYREQUEST']._serialized_start=1683
+  _globals['_HISTORYREQUEST']._serialized_end=1813
+  _globals['_HISTORYRESPONSE']._serialized_start=1815
+  _globals['_HISTORYRESPONSE']._serialized_end=1928
+  _globals['_HEARTBEAT']._serialized_start=1931
+  _globals['_HEARTBEAT']._serialized_end=2069
+  _globals['_REALTIMESERVICE']._serialized_start=2072
+  _globals['_REALTIMESERVICE']._serialized_end=2367
 # @@protoc_insertion_point(module_scope)

@@ -110,6 +110,7 @@ class SubscriptionFilter(_message.Message):
     TRACKING_NUMBERS_FIELD_NUMBER: _builtins.int
     MIN_SEVERITY_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    BBOX_FIELD_NUMBER: _builtins.int
     min_severity: _events_pb2.Severity.ValueType
     """Only anomalies and notifications at least this severe (other events pass)."""
     user_id: _builtins.str
@@ -122,6 +123,13 @@ class SubscriptionFilter(_message.Message):
     def tracking_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only package updates with these tracking numbers (other events pass)."""
 
+    @_builtins.property
+    def bbox(self) -> Global___BoundingBox:
+        """Only map updates inside this box (other events pass); unset: no box (a set
+        box is a box even when all zero: the point 0, 0). To move it, subscribe
+        again with `since` (a stream is one request).
+        """
+
     def __init__(
         self,
         *,
@@ -129,14 +137,53 @@ class SubscriptionFilter(_message.Message):
         tracking_numbers: _abc.Iterable[_builtins.str] | None = ...,
         min_severity: _events_pb2.Severity.ValueType = ...,
         user_id: _builtins.str = ...,
+        bbox: Global___BoundingBox | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bbox", b"bbox"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_severity", b"min_severity", "package_ids", b"package_ids", "tracking_numbers", b"tracking_numbers", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bbox", b"bbox", "min_severity", b"min_severity", "package_ids", b"package_ids", "tracking_numbers", b"tracking_numbers", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubscriptionFilter: _TypeAlias = SubscriptionFilter  # noqa: Y015
+
+@_typing.final
+class BoundingBox(_message.Message):
+    """A map area in degrees. A point is inside when south <= latitude <= north and
+    west <= longitude <= east; west > east crosses the antimeridian (longitude >=
+    west or <= east). Edges are inside. Valid: -90 <= south <= north <= 90,
+    -180 <= west, east <= 180, every value finite.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WEST_FIELD_NUMBER: _builtins.int
+    SOUTH_FIELD_NUMBER: _builtins.int
+    EAST_FIELD_NUMBER: _builtins.int
+    NORTH_FIELD_NUMBER: _builtins.int
+    west: _builtins.float
+    """The western edge (longitude)."""
+    south: _builtins.float
+    """The southern edge (latitude)."""
+    east: _builtins.float
+    """The eastern edge (longitude)."""
+    north: _builtins.float
+    """The northern edge (latitude)."""
+    def __init__(
+        self,
+        *,
+        west: _builtins.float = ...,
+        south: _builtins.float = ...,
+        east: _builtins.float = ...,
+        north: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["east", b"east", "north", b"north", "south", b"south", "west", b"west"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BoundingBox: _TypeAlias = BoundingBox  # noqa: Y015
 
 @_typing.final
 class TopicPosition(_message.Message):
@@ -176,10 +223,17 @@ class SubscribeRequest(_message.Message):
     FILTER_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
     MAX_BATCH_FIELD_NUMBER: _builtins.int
+    EVERY_EVENT_FIELD_NUMBER: _builtins.int
     max_batch: _builtins.int
     """The most events the core may send in one message (as `batch`) when several
     are waiting; 0 or 1: one event per message. Batching saves per-message cost
     for busy consumers such as the WebSocket bridge.
+    """
+    every_event: _builtins.bool
+    """True: every event, even when this stream falls behind (no conflation; a
+    stream that cannot keep up is ended with RESOURCE_EXHAUSTED). Relays that
+    keep history and conflate for their own subscribers, such as the WebSocket
+    bridge, ask for it. False: see `Conflated`.
     """
     @_builtins.property
     def topics(self) -> _containers.RepeatedScalarFieldContainer[_events_pb2.Topic.ValueType]:
@@ -200,10 +254,11 @@ class SubscribeRequest(_message.Message):
         filter: Global___SubscriptionFilter | None = ...,
         since: _abc.Iterable[Global___TopicPosition] | None = ...,
         max_batch: _builtins.int = ...,
+        every_event: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "max_batch", b"max_batch", "since", b"since", "topics", b"topics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["every_event", b"every_event", "filter", b"filter", "max_batch", b"max_batch", "since", b"since", "topics", b"topics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -219,6 +274,7 @@ class SubscribeResponse(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
+    CONFLATED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def confirmed(self) -> Global___SubscriptionConfirmed:
         """Always the first message."""
@@ -229,11 +285,17 @@ class SubscribeResponse(_message.Message):
 
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat:
-        """Sent when the stream has been idle for the heartbeat interval."""
+        """Sent when the stream has been idle for the heartbeat interval, when the
+        broker's state changes, and to tell a filtered stream where it is.
+        """
 
     @_builtins.property
     def batch(self) -> Global___EventBatch:
         """Several events, in order, when the subscriber asked for batches."""
+
+    @_builtins.property
+    def conflated(self) -> Global___Conflated:
+        """Events of a latest-state topic this stream skipped while it was behind."""
 
     def __init__(
         self,
@@ -242,16 +304,50 @@ class SubscribeResponse(_message.Message):
         event: _events_pb2.Event | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
         batch: Global___EventBatch | None = ...,
+        conflated: Global___Conflated | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "confirmed", b"confirmed", "event", b"event", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "confirmed", b"confirmed", "conflated", b"conflated", "event", b"event", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "confirmed", b"confirmed", "event", b"event", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "confirmed", b"confirmed", "conflated", b"conflated", "event", b"event", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["confirmed", "event", "heartbeat", "batch"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["confirmed", "event", "heartbeat", "batch", "conflated"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015
+
+@_typing.final
+class Conflated(_message.Message):
+    """Sent before the events that follow a conflation: while the stream was behind
+    (the core's conflate_after events queued), newer events of a latest-state
+    topic (map updates per package, dashboard metrics, system health per
+    component) superseded the queued ones of the same key, which were not sent.
+    The newest event of every key is always sent, after this message; positions
+    within the topic still increase. Never sent for package updates, anomalies,
+    notifications or agent activity, nor to a stream that asked for every_event.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOPIC_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    topic: _events_pb2.Topic.ValueType
+    """The topic."""
+    skipped: _builtins.int
+    """How many of its events were skipped since the previous Conflated message."""
+    def __init__(
+        self,
+        *,
+        topic: _events_pb2.Topic.ValueType = ...,
+        skipped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["skipped", b"skipped", "topic", b"topic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Conflated: _TypeAlias = Conflated  # noqa: Y015
 
 @_typing.final
 class EventBatch(_message.Message):
@@ -417,6 +513,7 @@ class Heartbeat(_message.Message):
 
     TIME_FIELD_NUMBER: _builtins.int
     BROKER_UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    POSITIONS_FIELD_NUMBER: _builtins.int
     broker_unavailable: _builtins.bool
     """True while the core cannot reach its broker (e.g. Redis is down): the stream
     stays open, no new event can be published meanwhile, and the events published
@@ -426,15 +523,28 @@ class Heartbeat(_message.Message):
     def time(self) -> _timestamp_pb2.Timestamp:
         """The core's time."""
 
+    @_builtins.property
+    def positions(self) -> _containers.RepeatedCompositeFieldContainer[Global___TopicPosition]:
+        """Where the stream is on topics whose events its filter left out (e.g. map
+        updates outside its box): per topic, the newest position skipped since the
+        last event or position of that topic it was sent. Every event of the topic
+        that follows comes after it, so a subscriber may resume after it (its
+        resume position stays within history while nothing passes its filter).
+        Sent only when nothing is queued for the stream: when it would otherwise
+        be silent for the heartbeat interval, when it has not been told for that
+        long, or after every 1000 events left out. Only on filtered streams.
+        """
+
     def __init__(
         self,
         *,
         time: _timestamp_pb2.Timestamp | None = ...,
         broker_unavailable: _builtins.bool = ...,
+        positions: _abc.Iterable[Global___TopicPosition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_unavailable", b"broker_unavailable", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_unavailable", b"broker_unavailable", "positions", b"positions", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
