@@ -8,11 +8,13 @@ Endpoints and what they subscribe to on connect:
 ``/ws/dashboard``  dashboard_metrics, notifications
 ``/ws/map``        map_updates, package_updates
 ``/ws/agents``     agent_activity, system_health
+``/sse``           the ``topics=`` asked for (Server-Sent Events, :mod:`bridge.sse`)
 =================  ==========================================
 
-Any endpoint takes ``?batch=1`` (pending frames go out as one JSON array) and
+Any endpoint takes ``?batch=1`` (pending frames go out as one JSON array),
 ``?since=TOPIC:EPOCH:OFFSET`` (repeatable): those topics are subscribed at
-connect and resumed after that position, before live events.
+connect and resumed after that position, before live events, and
+``?bbox=W,S,E,N``: the viewport of map_updates from the start (its replay too).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import functools
 import logging
 import os
 import re
+import resource
 import time
 import uuid
 from collections import Counter
@@ -31,22 +34,25 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from bridge import sse
 from bridge.admission import Admission
 from bridge.config import BridgeSettings
-from bridge.connection import Connection, Refused
-from bridge.frames import Frame, control
+from bridge.connection import Connection, Refused, WebSocketConnection
+from bridge.frames import Frame, control, use_conflation_keys
 from bridge.http_guard import guarded_runner
 from bridge.masking import MaskedWebSocketResponse
-from bridge.messages import Auth, Ping, Refresh, Subscribe, parse
+from bridge.messages import Auth, Bbox, Ping, Refresh, Subscribe, Viewport, parse
 from bridge.messages import Position as MessagePosition
 from bridge.metrics import Deliveries
 from bridge.metrics import register as register_metrics
 from bridge.resume import run_resume
+from bridge.schema import schema_page
 from bridge.session import Session, State
 from bridge.upstream import Upstream
 from bridge.writer import Flusher
 from clearpath.realtime.v1 import events_pb2 as pb
 from core.auth import ANONYMOUS, Identity, Verifier, parse_bearer
+from core.delivery import URGENT_TOPICS
 from core.errors import (
     AuthTimeout,
     InvalidArgument,
@@ -67,6 +73,7 @@ from core.metrics import CONTENT_TYPE_LATEST, Metrics
 from core.positions import Gap, Position
 from core.rate import TokenBucket
 from core.topics import TOPIC_NAMES, topic_from_name
+from core.viewport import parse_bbox_query
 
 __all__ = ["ENDPOINTS", "Bridge", "BridgeNode", "create_app", "parse_since"]
 
@@ -99,6 +106,17 @@ class Bridge:
         self.settings = settings
         self.hub: Hub[Frame] = Hub()
         self.upstream = Upstream(settings, self._on_frame, self._on_gap)
+        # Every socket's lanes and conflation (README "Delivery classes, priority
+        # lanes and conflation"); frames carry their keys from the upstream on.
+        conflation = settings.conflation
+        use_conflation_keys(conflation)
+        self._new_session = functools.partial(
+            Session,
+            urgent=URGENT_TOPICS if settings.priority_lanes else None,
+            urgent_after=WRITE_CHUNK,  # less goes out in the next write anyway
+            conflate=frozenset(conflation),
+            conflate_after=settings.conflate_after,
+        )
         self.connections: dict[str, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._resumes: dict[tuple[str, int], asyncio.Task[None]] = {}
@@ -119,6 +137,10 @@ class Bridge:
         self.unencodable = 0
         self.resumes: Counter[str] = Counter()
         self.catch_ups = 0
+        #: WebSocket clients that left during the handshake (before they were counted).
+        self.handshakes_abandoned = 0
+        #: Sockets this bridge takes: MAX_CONNECTIONS, within what the process may open.
+        self.max_connections = connection_cap(settings.max_connections)
         #: None: authentication is off (every socket is ANONYMOUS, allowed everything).
         self.verifier: Verifier | None = settings.verifier()
         self.admission = Admission(
@@ -163,9 +185,15 @@ class Bridge:
             "flush_failures": self.flusher.failures,
             "slow_consumers_closed": self.slow_closed,
             "catch_ups": self.catch_ups,
+            "handshakes_abandoned": self.handshakes_abandoned,
             "resumes": {
                 key: self.resumes[key]
                 for key in ("recovered", "not_recovered", "frames_from_cache", "frames_from_core")
+            },
+            # History pages read from the core, and served to another resume without reading.
+            "history_pages": {
+                "read": self.upstream.pages.reads,
+                "shared": self.upstream.pages.shared,
             },
             "refusals": dict(self.refusals),
             # What /readyz says, always with 200 here (the dashboard's panel reads it:
@@ -254,15 +282,86 @@ class Bridge:
 
     async def handle(self, request: web.Request, endpoint: str) -> web.StreamResponse:
         """One WebSocket: prepare, receive until it closes, forget."""
-        conn = await self._prepare(request, endpoint)
+        try:
+            conn = await self._prepare(request, endpoint)
+        except ConnectionResetError:
+            # The client left during the handshake (a browser that gave up, a storm of
+            # reconnects): nothing was registered; not an error of this bridge.
+            self.handshakes_abandoned += 1
+            log.info(
+                "a client from %s left during the WebSocket handshake",
+                request.remote,
+                extra={"event": "handshake_abandoned", "remote": request.remote},
+            )
+            return web.Response(status=400, text="client left during the handshake")
         try:
             await self._receive(conn)
         finally:
             await self._forget(conn)
         return conn.ws
 
-    async def _prepare(self, request: web.Request, endpoint: str) -> Connection:
-        settings = self.settings
+    async def handle_sse(self, request: web.Request) -> web.StreamResponse:
+        """One Server-Sent Events stream (``GET /sse``, :mod:`bridge.sse`): checked
+        and refused with an HTTP status before it starts, then streamed until
+        either side ends it, then forgotten."""
+        conn = await self._prepare_sse(request)
+        try:
+            await conn.finished()
+        finally:
+            await self._forget(conn)
+        return conn.response
+
+    async def _prepare_sse(self, request: web.Request) -> sse.SSEConnection:
+        remote = self._enter(request)
+        query = request.query
+        try:
+            if "batch" in query:
+                raise InvalidArgument("batch: not supported on /sse (one event per message)")
+            topics = sse.parse_topics(query.get("topics"))
+            resume = parse_since(query.getall("since", []))
+            # Newer than ?since= (the browser sends the id it last received): it wins.
+            resume.update(parse_last_event_id(request.headers.get("Last-Event-ID", "")))
+            box = parse_bbox_query(query["bbox"]) if "bbox" in query else None
+        except InvalidArgument as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        identity = sse.identify(request, topics, self.verifier, self.admission, self.refusals)
+        response = await sse.open_stream(request)
+        session = sse.SSESession(
+            uuid.uuid4().hex[:12],
+            remote,
+            chunked=response.chunked,
+            max_bytes=self.settings.send_queue_bytes,
+            stats=self.deliveries,
+            **self._new_session.keywords,  # the same lanes and conflation as WebSockets
+        )
+        session.set_viewport(box)
+        conn = sse.SSEConnection(
+            response,
+            request,
+            session,
+            flusher=self.flusher,
+            spawn=self.spawn,
+            write_chunk=WRITE_CHUNK,
+            send_buffer=self.settings.socket_send_buffer,
+            close_timeout=self.settings.close_timeout,
+            on_overflow=self._catch_up,
+            topics=topics,
+        )
+        self._register(conn)
+        # Positions of topics not in topics= are left out: the stream has what it asked for.
+        conn.pending = resumed = {t: p for t, p in resume.items() if t in topics}
+        self._admit(conn, identity)
+        # Every topic of the stream is in its id from the start, so a reconnect misses
+        # nothing on a quiet one: a resumed topic at the position it resumes after,
+        # one subscribed live at the bridge's position now (bridge/sse.py).
+        session.seed({t: resumed[t] for t in session.resuming_topics()})
+        session.seed({t: self.upstream.position(t) for t in session.sub.topics})
+        return conn
+
+    def _enter(self, request: web.Request) -> str:
+        """The entrance policy of a new socket (WebSocket or SSE), before it
+        starts: origin, max_connections, the per-address cap. The client's address;
+        HTTPForbidden / HTTPServiceUnavailable / HTTPTooManyRequests otherwise."""
         admission = self.admission
         # Refused before the upgrade, with an HTTP status a client can read.
         if not admission.origin_allowed(request.headers.get("Origin"), request.host):
@@ -278,7 +377,7 @@ class Bridge:
                 },
             )
             raise web.HTTPForbidden(text="origin not allowed")
-        if len(self.connections) >= settings.max_connections:
+        if len(self.connections) >= self.max_connections:
             self.refusals["max_connections"] += 1
             log.warning(
                 "refused a socket from %s: %d connections, the most this bridge takes",
@@ -298,8 +397,35 @@ class Bridge:
                 extra={"event": "refused", "reason": "per_address", "remote": remote},
             )
             raise web.HTTPTooManyRequests(text="too many connections from this address")
+        return remote
+
+    def _register(self, conn: Connection) -> None:
+        """Count ``conn`` open (its session's hub subscription, its address) and log it."""
+        session = conn.session
+        session.on_ready = conn.ready
+        self.connections[conn.id] = conn
+        self.admission.opened(session.remote)
+        self.hub.add(session.sub)
+        log.info(
+            "connect %s %s from %s",
+            conn.id,
+            session.endpoint,
+            session.remote,
+            extra={
+                "event": "connect",
+                "connection_id": conn.id,
+                "endpoint": session.endpoint,
+                "remote": session.remote,
+            },
+        )
+
+    async def _prepare(self, request: web.Request, endpoint: str) -> WebSocketConnection:
+        settings = self.settings
+        remote = self._enter(request)
+        query = request.query
         try:
-            resume = parse_since(request.query.getall("since", []))
+            resume = parse_since(query.getall("since", []))
+            box = parse_bbox_query(query["bbox"]) if "bbox" in query else None
         except InvalidArgument as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
         token = _offered_token(request)
@@ -315,7 +441,7 @@ class Bridge:
             protocols=(SUBPROTOCOL,),
         )
         await ws.prepare(request)
-        session = Session(
+        session = self._new_session(
             uuid.uuid4().hex[:12],
             endpoint,
             remote,
@@ -323,32 +449,20 @@ class Bridge:
             stats=self.deliveries,
             batch=request.query.get("batch") in ("1", "true"),
         )
-        conn = Connection(
+        session.set_viewport(box)  # before anything is subscribed or replayed
+        conn = WebSocketConnection(
             ws,
             request,
             session,
             flusher=self.flusher,
             spawn=self.spawn,
             write_chunk=WRITE_CHUNK,
+            send_buffer=settings.socket_send_buffer,
             close_timeout=settings.close_timeout,
             on_overflow=self._catch_up,
+            topics=ENDPOINTS[endpoint],
         )
-        session.on_ready = conn.ready
-        self.connections[conn.id] = conn
-        admission.opened(remote)
-        self.hub.add(session.sub)
-        log.info(
-            "connect %s %s from %s",
-            conn.id,
-            endpoint,
-            session.remote,
-            extra={
-                "event": "connect",
-                "connection_id": conn.id,
-                "endpoint": endpoint,
-                "remote": session.remote,
-            },
-        )
+        self._register(conn)
         conn.pending = resume
         if self.verifier is None:
             self._admit(conn, ANONYMOUS)
@@ -424,7 +538,7 @@ class Bridge:
         self._expire_at(conn, identity)
         endpoint = session.endpoint
         resume, conn.pending = conn.pending, {}
-        wanted = [*ENDPOINTS[endpoint], *(t for t in resume if t not in ENDPOINTS[endpoint])]
+        wanted = [*conn.topics, *(t for t in resume if t not in conn.topics)]
         allowed = [t for t in wanted if identity.may_subscribe(t)]
         session.send(
             control(
@@ -432,7 +546,7 @@ class Bridge:
                 {
                     "connection_id": conn.id,
                     "endpoint": endpoint,
-                    "subscriptions": [TOPIC_NAMES[t] for t in ENDPOINTS[endpoint] if t in allowed],
+                    "subscriptions": [TOPIC_NAMES[t] for t in conn.topics if t in allowed],
                     "subscription_types": list(TOPIC_NAMES.values()),
                     "ping_interval": self.settings.ping_interval,
                     "subject": identity.subject or None,
@@ -502,7 +616,7 @@ class Bridge:
                 session.send(error_frame(_forbidden(topic)))
         session.send(control("refreshed", {"expires_at": identity.expires_at}))
 
-    async def _receive(self, conn: Connection) -> None:
+    async def _receive(self, conn: WebSocketConnection) -> None:
         ws = conn.ws
         loop = asyncio.get_running_loop()
         while True:
@@ -543,7 +657,7 @@ class Bridge:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if not conn.ws.closed:
+        if not conn.ended:
             await conn.close(1011, "internal error")
         session.closed()
         del self.connections[conn.id]
@@ -554,7 +668,7 @@ class Bridge:
         self.closed_sent += session.frames_sent
         self.closed_dropped += session.frames_dropped
         # The code this bridge sent when it closed first, else the peer's.
-        code = session.close_code if session.close_code is not None else conn.ws.close_code
+        code = session.close_code if session.close_code is not None else conn.peer_close_code
         duration = round(time.time() - session.connected_at, 3)
         log.info(
             "disconnect %s code=%s reason=%s sent=%d dropped=%d after %.1fs",
@@ -614,7 +728,9 @@ class Bridge:
                 return
             topic = topic_from_name(message.data.subscription_type)
             if isinstance(message, Subscribe):
-                self._subscribe(conn, topic, message.data.since)
+                self._subscribe(conn, topic, message.data.since, message.data.bbox)
+            elif isinstance(message, Viewport):
+                self._viewport(conn, topic, message.data.bbox)
             else:
                 self._unsubscribe(conn, topic)
         except RealtimeError as exc:
@@ -627,9 +743,22 @@ class Bridge:
             )
             session.send(error_frame(exc))
 
-    def _subscribe(self, conn: Connection, topic: int, since: MessagePosition | None) -> None:
+    def _subscribe(
+        self,
+        conn: Connection,
+        topic: int,
+        since: MessagePosition | None,
+        bbox: Bbox | None = None,
+    ) -> None:
+        """Subscribe ``topic`` (resumed after ``since``). A subscribe to map_updates
+        sets the socket's viewport to ``bbox`` (none: the whole world); ``bbox``
+        on another topic is refused, and nothing changes."""
         session = conn.session
         assert session.identity is not None
+        if bbox is not None and topic != pb.TOPIC_MAP_UPDATES:
+            raise InvalidArgument(
+                f"data.bbox: only map_updates takes a bounding box, not {TOPIC_NAMES[topic]}"
+            )
         if not session.identity.may_subscribe(topic):
             raise _forbidden(topic)
         live = topic in session.sub.topics
@@ -639,6 +768,8 @@ class Bridge:
                 raise ResourceExhausted(
                     f"at most {self.settings.max_subscriptions} subscription types per socket"
                 )
+        if topic == pb.TOPIC_MAP_UPDATES:
+            session.set_viewport(None if bbox is None else bbox.box())
         if since is None or session.resuming(topic):
             if not live and not session.resuming(topic):
                 self.hub.subscribe(session.sub, topic)
@@ -657,12 +788,31 @@ class Bridge:
         if live and session.delivered(topic):
             # Replaying into a stream that already delivered live events would
             # reorder them; say so instead (resume with ?since= at connect).
-            session.send(self._subscribed(conn, topic, False))
+            session.send(self._subscribed(conn, topic, False, reason="already_live"))
             return
         if live:
             self.hub.unsubscribe(session.sub, topic)
         session.forget_topic(topic)  # a floor of an earlier resume must not hold this one back
         self._start_resume(conn, topic, Position(since.offset, since.epoch))
+
+    def _viewport(self, conn: Connection, topic: int, bbox: Bbox | None) -> None:
+        """Move the box of the socket's map_updates subscription in place (None:
+        the whole world) and acknowledge with a ``viewport`` frame: no resubscribe,
+        so nothing inside both boxes is missed or sent twice."""
+        session = conn.session
+        name = TOPIC_NAMES[topic]
+        if topic != pb.TOPIC_MAP_UPDATES:
+            raise InvalidArgument(
+                f"data.subscription_type: only map_updates has a viewport, not {name}"
+            )
+        if topic not in session.sub.topics and not session.resuming(topic):
+            raise InvalidArgument(
+                f"data.subscription_type: not subscribed to {name}; subscribe first"
+            )
+        box = None if bbox is None else bbox.box()
+        session.set_viewport(box)
+        data = {"subscription_type": name, "bbox": None if box is None else box.as_dict()}
+        session.send(control("viewport", data, about=topic))
 
     def _unsubscribe(self, conn: Connection, topic: int) -> None:
         session = conn.session
@@ -672,6 +822,8 @@ class Bridge:
             session.resume_ended(topic)
         self.hub.unsubscribe(session.sub, topic)
         session.forget_topic(topic)
+        if topic == pb.TOPIC_MAP_UPDATES:
+            session.set_viewport(None)
         log.info(
             "connection %s unsubscribed %s",
             conn.id,
@@ -682,6 +834,7 @@ class Bridge:
             control(
                 "unsubscribed",
                 {"subscription_type": TOPIC_NAMES[topic], "subscriptions": _names(conn)},
+                about=topic,
             )
         )
 
@@ -702,13 +855,17 @@ class Bridge:
         }
         if reason is not None:
             data["reason"] = reason
-        return control("subscribed", data)
+        # In the topic's lane: never overtaken by the events it announces (a
+        # replay's, or those after a gap), whatever lane they take.
+        return control("subscribed", data, about=topic)
 
     # --- timers -------------------------------------------------------------------------
 
     async def keepalive(self) -> None:
         """Every ``ping_interval``: drop sockets that sent nothing (not even a pong)
-        since the previous round's ping, then ping every socket."""
+        since the previous round's ping, then ping every socket, and tell each
+        socket whose filters left frames out where those topics went
+        (:meth:`Session.position_frames`: only with nothing queued for it)."""
         interval = self.settings.ping_interval
         loop = asyncio.get_running_loop()
         last_round = loop.time()
@@ -726,6 +883,10 @@ class Bridge:
             last_round = loop.time()
             for conn in self.connections.values():
                 conn.ping()
+                session = conn.session
+                if session.state is State.OPEN:
+                    for frame in session.position_frames():
+                        session.send(frame)
 
     async def watch_slow(self) -> None:
         """Close sockets whose transport took nothing for ``slow_timeout`` while bytes
@@ -860,6 +1021,31 @@ class Bridge:
         self._resumes[(conn.id, topic)] = self.spawn(resume())
 
 
+#: Connections waiting to be accepted (the kernel caps it at net.core.somaxconn):
+#: aiohttp's default of 128 drops connections in a reconnect storm.
+ACCEPT_BACKLOG = 4096
+#: Files a bridge process keeps for itself besides its sockets (the upstream's
+#: channels, listening sockets, logs, the metrics port).
+RESERVED_FILES = 64
+
+
+def connection_cap(configured: int) -> int:
+    """``configured``, or less when the process may not open that many files: a
+    full bridge answers 503 rather than failing to accept (EMFILE), logged once."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or configured <= soft - RESERVED_FILES:
+        return configured
+    cap = max(1, soft - RESERVED_FILES)
+    log.warning(
+        "MAX_CONNECTIONS %d is more than this process may open (%d files); taking %d",
+        configured,
+        soft,
+        cap,
+        extra={"event": "max_connections_capped", "configured": configured, "cap": cap},
+    )
+    return cap
+
+
 _BRIDGE = web.AppKey("bridge", Bridge)
 _OFFSET = re.compile(r"[0-9]{1,20}")
 
@@ -883,6 +1069,21 @@ def parse_since(values: list[str]) -> dict[int, Position]:
         topic = topic_from_name(parts[0])
         resume[topic] = Position(int(parts[2]), parts[1])
     return resume
+
+
+def parse_last_event_id(value: str) -> dict[int, Position]:
+    """The positions of a ``Last-Event-ID`` header (:mod:`bridge.sse`: ``TOPIC:EPOCH:OFFSET``
+    entries, comma-joined, each read like ``?since=``); empty for "". InvalidArgument
+    naming the header for anything else."""
+    if not value:
+        return {}
+    try:
+        return parse_since(sse.split_event_id(value))
+    except InvalidArgument as exc:
+        message = str(exc)
+        raise InvalidArgument(
+            message if message.startswith("Last-Event-ID") else f"Last-Event-ID: {message}"
+        ) from None
 
 
 def _log_dispatch(frame: Frame, sockets: int) -> None:
@@ -942,6 +1143,8 @@ def create_app(settings: BridgeSettings, metrics: Metrics | None = None) -> web.
     for path in ENDPOINTS:
         # A partial, not a wrapper coroutine: one frame less per open socket.
         app.router.add_get(path, functools.partial(bridge.handle, endpoint=path))
+    # HEAD /sse is 405 (Allow: GET): a stream has no headers-only form worth a slot.
+    app.router.add_get(sse.ENDPOINT, bridge.handle_sse, allow_head=False)
 
     async def status(request: web.Request) -> web.Response:
         # Auth on: the details only for operators; browsers see whether events flow.
@@ -966,6 +1169,7 @@ def create_app(settings: BridgeSettings, metrics: Metrics | None = None) -> web.
 
     app.router.add_get("/ws/status", status)
     app.router.add_get("/ws/connections", connections)
+    app.router.add_get("/ws/schema", schema_page(settings))
     _add_metrics(app, bridge, metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -1010,7 +1214,7 @@ def _add_metrics(app: web.Application, bridge: Bridge, metrics: Metrics | None) 
     if metrics is not None:
         bridge.metrics = metrics
     registry = bridge.metrics
-    source = register_metrics(registry, bridge, ENDPOINTS)
+    source = register_metrics(registry, bridge, (*ENDPOINTS, sse.ENDPOINT))
 
     async def forget(_: web.Application) -> None:
         registry.remove(source)
@@ -1076,6 +1280,7 @@ class BridgeNode:
             self._runner,
             self.settings.host,
             self.settings.port,
+            backlog=ACCEPT_BACKLOG,
             reuse_port=self._reuse_port or None,
         )
         await site.start()

@@ -18,11 +18,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bridge.http_guard import HEADER_TIMEOUT
 from core.auth import AuthFields
 from core.credentials import read_pem
+from core.delivery import parse_conflation
 from core.errors import InvalidArgument
 from core.exposure import check_exposure
 from core.targets import parse_targets
 
 __all__ = ["BridgeSettings"]
+
+#: Bytes queued for a socket from which it is behind and conflates (see
+#: ``conflate_after_bytes``); chosen by measurement (bench/results/slow-reader.md).
+CONFLATE_AFTER_BYTES = 256 * 1024
 
 #: The dashboard's build output, served at ``/`` when it exists.
 DEFAULT_STATIC = Path(__file__).resolve().parent.parent / "clients" / "web" / "dist"
@@ -58,12 +63,60 @@ class BridgeSettings(AuthFields, BaseSettings):
         description="bytes of frames queued per socket; past it the socket catches up from "
         "history instead of queueing",
     )
+    socket_send_buffer: int = Field(
+        32 * 1024,
+        ge=0,
+        le=16 * 1024 * 1024,
+        description="SO_SNDBUF of each socket, bytes (the kernel doubles it); what a slow "
+        "reader has in flight beyond the bridge's queue, where no priority lane or conflation "
+        "reaches (0: the kernel's autotuning, up to tcp_wmem's 4 MiB)",
+    )
     slow_timeout: float = Field(
         10.0,
         gt=0,
         description="seconds a socket's transport may take nothing while bytes wait for it; "
         "longer closes it as too slow (1013)",
     )
+    # --- slow screens (README "Delivery classes, priority lanes and conflation") ---
+    priority_lanes: bool = Field(
+        True,
+        description="urgent topics (anomalies, notifications) jump ahead of the others in "
+        "every socket's queue; off: one queue in arrival order",
+    )
+    conflate: str = Field(
+        "default",
+        description="latest-state topics a socket that is behind receives only the newest "
+        "frame per key of: TOPIC[:FIELD[+FIELD]] separated by ';', 'default' "
+        "(map_updates:package_id+vehicle_id;dashboard_metrics;system_health:component) or 'none'",
+    )
+    conflate_after_bytes: int = Field(
+        CONFLATE_AFTER_BYTES,
+        ge=0,
+        description="bytes queued for a socket from which it is behind: newer frames of a "
+        "conflated topic supersede the queued ones of the same key (at most half of "
+        "send_queue_bytes is used)",
+    )
+
+    @field_validator("conflate")
+    @classmethod
+    def _conflation_parses(cls, value: str) -> str:
+        try:
+            parse_conflation(value)
+        except InvalidArgument as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def conflation(self) -> dict[int, tuple[str, ...]]:
+        """``conflate`` parsed: the conflated topics and their key fields."""
+        return parse_conflation(self.conflate)
+
+    @property
+    def conflate_after(self) -> int:
+        """Bytes from which a socket conflates: ``conflate_after_bytes``, at most half
+        of ``send_queue_bytes`` (conflation comes before overflow)."""
+        return min(self.conflate_after_bytes, self.send_queue_bytes // 2)
+
     flush_interval: float = Field(
         0.01,
         ge=0,

@@ -5,12 +5,24 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from core.errors import InvalidArgument
+from core.viewport import BoundingBox
 
 __all__ = [
     "Auth",
+    "Bbox",
     "ClientMessage",
     "InvalidJson",
     "Ping",
@@ -18,6 +30,7 @@ __all__ = [
     "Refresh",
     "Subscribe",
     "Unsubscribe",
+    "Viewport",
     "parse",
 ]
 
@@ -33,19 +46,65 @@ class Position(_Strict):
     epoch: Annotated[str, Field(max_length=64)]
 
 
+# JSON numbers only (not "3", not true), finite, in range: see core.viewport.
+_Longitude = Annotated[StrictFloat, Field(ge=-180, le=180, allow_inf_nan=False)]
+_Latitude = Annotated[StrictFloat, Field(ge=-90, le=90, allow_inf_nan=False)]
+
+
+class Bbox(_Strict):
+    """``{"west", "south", "east", "north"}`` in degrees, the rules of
+    :class:`core.viewport.BoundingBox` (``west > east`` crosses the antimeridian)."""
+
+    west: _Longitude
+    south: _Latitude
+    east: _Longitude
+    north: _Latitude
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bbox:
+        if self.south > self.north:
+            raise PydanticCustomError(
+                "bbox_order",
+                "south must not be above north ({south} > {north})",
+                {"south": self.south, "north": self.north},
+            )
+        return self
+
+    def box(self) -> BoundingBox:
+        """The box as the core's rule has it."""
+        return BoundingBox(self.west, self.south, self.east, self.north)
+
+
 class TopicData(_Strict):
     subscription_type: Annotated[str, Field(max_length=64)]
 
 
 class SubscribeData(TopicData):
     since: Position | None = None
+    #: map_updates only: send only map updates inside it.
+    bbox: Bbox | None = None
 
 
 class Subscribe(_Strict):
-    """``{"type": "subscribe", "data": {"subscription_type": ..., "since": {...}?}}``"""
+    """``{"type": "subscribe", "data": {"subscription_type": ..., "since": {...}?,
+    "bbox": {...}?}}`` (``bbox``: map_updates only)"""
 
     type: Literal["subscribe"]
     data: SubscribeData
+
+
+class ViewportData(TopicData):
+    #: The new box; null: the whole world. Required, so a typo never clears a box.
+    bbox: Bbox | None
+
+
+class Viewport(_Strict):
+    """``{"type": "viewport", "data": {"subscription_type": "map_updates", "bbox":
+    {...} | null}}``: moves the box of a subscription in place; answered with a
+    ``viewport`` frame."""
+
+    type: Literal["viewport"]
+    data: ViewportData
 
 
 class Unsubscribe(_Strict):
@@ -86,10 +145,10 @@ class Refresh(_Strict):
     data: TokenData
 
 
-Message = Subscribe | Unsubscribe | Ping | Auth | Refresh
+Message = Subscribe | Unsubscribe | Ping | Auth | Refresh | Viewport
 ClientMessage = Annotated[Message, Field(discriminator="type")]
 _ADAPTER: TypeAdapter[Message] = TypeAdapter(ClientMessage)
-_TYPES = ("subscribe", "unsubscribe", "ping", "auth", "refresh")
+_TYPES = ("subscribe", "unsubscribe", "ping", "auth", "refresh", "viewport")
 
 
 class InvalidJson(InvalidArgument):

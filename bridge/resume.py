@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bridge.frames import Frame, encodable, event_frame
-from clearpath.realtime.v1 import service_pb2 as spb
+from bridge.frames import Frame, encodable
+from bridge.pages import Page
 from core.positions import GapReason, HasPosition, Position, after_gap, gap_reason
 
 __all__ = ["AskCore", "GoLive", "Replay", "Report", "Source", "next_step", "run_resume"]
@@ -92,7 +92,9 @@ class Source(Protocol):
 
     def cached_after(self, topic: int, after: HasPosition) -> list[Frame] | None: ...
 
-    async def history(self, topic: int, since: HasPosition) -> spb.HistoryResponse: ...
+    async def history_page(self, topic: int, since: HasPosition) -> Page:
+        """The core's history of ``topic`` after ``since``, one page, as frames."""
+        ...
 
 
 async def run_resume(
@@ -129,7 +131,7 @@ async def run_resume(
             await send_many(frames)
             last = Position.of(step.frames[-1])
             continue
-        page = await source.history(topic, last)
+        page = await source.history_page(topic, last)
         state = page.state
         core_head = Position.of(state.position)
         if not state.recovered:
@@ -140,11 +142,11 @@ async def run_resume(
         elif not told:
             tell(True, core_head, None)
             told = True
-        if page.events:
-            frames, bad = encodable(event_frame(e) for e in page.events)
-            report.unencodable += bad
+        if page.last is not None:
+            frames = page.frames
+            report.unencodable += page.unencodable
             report.from_core += len(frames)
             await send_many(frames)
-            last = Position.of(page.events[-1].position)
+            last = Position.of(page.last)
         elif last.epoch == core_head.epoch and last.offset < core_head.offset:
             last = core_head  # nothing retained up to the head: nothing more to read

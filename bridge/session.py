@@ -6,28 +6,39 @@ from arriving twice, the rate bucket, the counters — and one
 :class:`State`. The transport side (:mod:`bridge.writer`) asks it for the
 bytes to write with :meth:`Session.take`.
 
-Slow-consumer policy, judged by progress, not by the size of a burst: past
-``max_bytes`` waiting, a socket's queue overflows and the bridge has it catch
-up from history instead (see ``Bridge._catch_up``); a socket whose transport
-has taken nothing for ``slow_timeout`` while bytes waited is closed (see
-:func:`is_stalled`). A socket that keeps reading is never cut off.
+Slow-consumer policy, judged by progress, not by the size of a burst: urgent
+topics take the queue's priority lane; past ``conflate_after`` bytes waiting, a
+socket receives only the newest frame per key of the ``latest`` topics it
+conflates, preceded by one ``conflated`` control frame per topic saying how
+many it skipped (:mod:`core.delivery`); past ``max_bytes`` waiting, its queue
+overflows and the bridge has it catch up from history instead (see
+``Bridge._catch_up``); a socket whose transport has taken nothing for
+``slow_timeout`` while bytes waited is closed (see :func:`is_stalled`). A
+socket that keeps reading is never cut off.
+
+A socket whose filters (viewport, another user's notifications) leave frames
+out is told how far each such topic went with a ``position`` control frame
+(:meth:`Session.position_frames`), so its resume position stays within history.
 """
 
 from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from operator import attrgetter
 from typing import Any
 
-from bridge.frames import Frame, text_frame
+from bridge.frames import CONTROL_LANE, Frame, control, text_frame
 from bridge.metrics import Deliveries
+from clearpath.realtime.v1 import events_pb2 as pb
 from core.auth import Identity
+from core.delivery import CONFLATION_KEYS
 from core.hub import Subscription
 from core.positions import Floors, HasPosition
 from core.rate import TokenBucket
 from core.topics import TOPIC_NAMES
+from core.viewport import BoundingBox
 
 __all__ = ["Session", "State", "frame_size", "is_stalled"]
 
@@ -44,6 +55,7 @@ class State(enum.Enum):
 #: encoded before it is queued: :meth:`Session.send`, and the bridge's dispatch).
 frame_size = attrgetter("nbytes")
 _TOPIC = attrgetter("topic")
+_LANE = attrgetter("lane")
 _WIRE = attrgetter("_wire")  # set once encoded, which every queued frame is
 _DATA = attrgetter("_data")
 
@@ -55,6 +67,12 @@ def is_stalled(stalled_since: float | None, now: float, slow_timeout: float) -> 
 
 
 _OPEN = State.OPEN
+_MAP_UPDATES = pb.TOPIC_MAP_UPDATES
+
+#: Frames a socket's filters may leave out before it is told where it is (at the
+#: next write with nothing left queued), besides the bridge's keepalive round:
+#: one ``position`` frame per this many frames left out at most.
+POSITION_EVERY = 1000
 _now = time.time  # the clock of bridge.metrics.Deliveries
 
 
@@ -62,15 +80,26 @@ class Session:
     """The protocol state of one socket.
 
     ``on_ready`` is called when frames become pending (or the queue overflows);
-    it must not block. Every frame reaches the socket through :attr:`sub`.
+    it must not block. Every frame reaches the socket through :attr:`sub`:
+    frames of ``urgent`` topics ahead of the others once ``urgent_after``
+    bytes wait (what one :meth:`take` writes anyway), frames of ``conflate``
+    topics superseded by newer ones of the same key once ``conflate_after``
+    bytes wait (see :class:`core.hub.Subscription`). A frame travels in its
+    :attr:`Frame.lane`: a control frame about a topic stays in order with that
+    topic's frames; with ``urgent`` the other control frames (welcome, pong,
+    error, refreshed) are urgent too, so no frame queued after them overtakes them.
     """
 
     __slots__ = (
+        "_box",
         "_delivered",
         "_floors",
         "_only",
         "_replayed",
         "_resuming",
+        "_room",
+        "_skipped",
+        "_skips",
         "batch",
         "bucket",
         "close_code",
@@ -99,6 +128,10 @@ class Session:
         on_ready: Callable[[], None] | None = None,
         batch: bool = False,
         stats: Deliveries | None = None,
+        urgent: frozenset[int] | None = None,
+        urgent_after: int = 0,
+        conflate: frozenset[int] | None = None,
+        conflate_after: int = 0,
     ) -> None:
         self.id = id
         self.endpoint = endpoint
@@ -107,6 +140,7 @@ class Session:
         #: Who the socket authenticated as (None: not yet).
         self.identity: Identity | None = None
         self._only: str | None = None  # notifications only for this user (and everyone)
+        self._box: BoundingBox | None = None  # map_updates only inside it (None: all)
         self.batch = batch
         self.connected_at = time.time()
         self.state = State.OPEN
@@ -124,11 +158,26 @@ class Session:
         self._floors: Floors | None = None  # made by the first resume that needs one
         # Topic → the last position queued by its resume in progress (None: no resume).
         self._replayed: dict[int, HasPosition] | None = None
+        # Topic → the newest frame a filter left out since the socket last got a
+        # frame of that topic at or after it, or was told it (see position_frames).
+        self._skipped: dict[int, Frame] | None = None
+        self._skips = 0  # frames left out since the last position frames
         #: The bridge's delivery counters (a socket's own when none is given).
         self.stats = stats if stats is not None else Deliveries()
         self.sub: Subscription[Frame] = Subscription(
-            (), None, on_ready or _nothing, size=frame_size, max_bytes=max_bytes
+            (),
+            None,
+            on_ready or _nothing,
+            size=frame_size,
+            max_bytes=max_bytes,
+            urgent=urgent | {CONTROL_LANE} if urgent else None,
+            urgent_after=urgent_after,
+            conflate=_conflation_key(conflate),
+            conflate_after=conflate_after,
+            lane=_LANE,
         )
+        # Bytes a replay lets wait before queuing more (see replay_room).
+        self._room = min(max(conflate_after - 1, 0) if conflate else max_bytes, max_bytes // 2)
 
     @property
     def on_ready(self) -> Callable[[], None]:
@@ -141,10 +190,17 @@ class Session:
 
     # --- what reaches the socket ---------------------------------------------------
 
-    def send(self, frame: Frame) -> bool:
+    def send(self, frame: Frame, *, replay: bool = False) -> bool:
         """Queue one frame (control frames, replays); False if refused (closing,
-        overflow, or an event that cannot be encoded)."""
-        if self.state is State.OPEN and frame.encodes() and self.sub.offer(frame):
+        overflow, or an event that cannot be encoded). A map update outside the
+        viewport is left out and counts as taken (True): a replay goes on past it
+        even when the box moved while the replay waited for room. A ``replay``
+        frame is never superseded by a newer one of its key (never conflated)."""
+        if not self._in_box(frame):
+            self.stats.filtered[frame.topic] += 1
+            self._skip(frame)
+            return True
+        if self.state is State.OPEN and frame.encodes() and self.sub.offer(frame, kept=replay):
             replayed = self._replayed
             if replayed is not None and frame.topic in replayed:
                 replayed[frame.topic] = frame  # how far the resume got (see lag)
@@ -164,6 +220,16 @@ class Session:
         only = self._only
         if only is not None and frame.user and frame.user != only:
             self.stats.filtered[frame.topic] += 1
+            self._skip(frame)
+            return False
+        box = self._box
+        if (
+            box is not None
+            and frame.topic == _MAP_UPDATES
+            and not box.contains(frame.latitude, frame.longitude)
+        ):
+            self.stats.filtered[frame.topic] += 1
+            self._skip(frame)
             return False
         floors = self._floors
         if floors is None:
@@ -177,7 +243,8 @@ class Session:
         return False
 
     def _refilter(self) -> None:
-        self.sub.set_filter(self._admits if self._floors or self._only is not None else None)
+        filtered = self._floors or self._only is not None or self._box is not None
+        self.sub.set_filter(self._admits if filtered else None)
 
     def authenticated(self, identity: Identity) -> None:
         """The socket is ``identity`` from now on: unless it is an operator, it
@@ -188,10 +255,88 @@ class Session:
         self._refilter()
 
     def for_me(self, frame: Frame) -> bool:
-        """Whether ``frame`` is meant for this socket's user (a notification for
-        another user is not): replays skip the others."""
+        """Whether ``frame`` is meant for this socket: not a notification for
+        another user, not a map update outside its viewport. Replays skip the
+        others (noted as left out: see :meth:`position_frames`)."""
         only = self._only
-        return only is None or not frame.user or frame.user == only
+        if (only is not None and frame.user and frame.user != only) or not self._in_box(frame):
+            self._skip(frame)
+            return False
+        return True
+
+    def _skip(self, frame: Frame) -> None:
+        """A filter left ``frame`` out: remember how far its topic went."""
+        skipped = self._skipped
+        if skipped is None:
+            skipped = self._skipped = {}
+        skipped[frame.topic] = frame
+        self._skips += 1
+        if self._skips == POSITION_EVERY:
+            self.sub.on_ready()  # the next take() tells, once nothing is queued
+
+    def position_frames(self) -> list[Frame]:
+        """``position`` control frames for the topics whose frames a filter left
+        out since the socket last got a frame of that topic at or after them:
+        ``{"subscription_type", "position": {"offset", "epoch"}}``, the newest
+        left out. Each is told once, then forgotten.
+
+        Never ahead of a queued frame of its topic: nothing is told while
+        anything is queued, nor for a topic being resumed (kept for later); a
+        topic no longer subscribed is dropped. Empty when there is nothing to tell.
+        """
+        skipped = self._skipped
+        if skipped is None or len(self.sub) or self.state is not _OPEN:
+            return []
+        told: list[Frame] = []
+        for topic in list(skipped):
+            if self.resuming(topic):
+                continue
+            frame = skipped.pop(topic)
+            if topic in self.sub.topics:
+                told.append(_position(topic, frame))
+        if not skipped:
+            self._skipped = None
+        self._skips = 0
+        return told
+
+    def _covered(self, frames: list[Frame]) -> list[Frame]:
+        """``frames``, just drained, and what they tell: a frame at or past a
+        topic's skipped one covers it; after POSITION_EVERY frames left out, with
+        nothing left queued, ``position`` frames follow them."""
+        skipped = self._skipped
+        assert skipped is not None
+        for frame in frames:
+            last = skipped.get(frame.topic)
+            if last is not None and frame.epoch == last.epoch and frame.offset >= last.offset:
+                del skipped[frame.topic]
+        if not skipped:
+            self._skipped = None
+            self._skips = 0
+        elif self._skips >= POSITION_EVERY:
+            return frames + self.position_frames()
+        return frames
+
+    def _in_box(self, frame: Frame) -> bool:
+        box = self._box
+        return (
+            box is None
+            or frame.topic != _MAP_UPDATES
+            or box.contains(frame.latitude, frame.longitude)
+        )
+
+    @property
+    def viewport(self) -> BoundingBox | None:
+        """The box map updates must fall in (None: the whole world)."""
+        return self._box
+
+    def set_viewport(self, box: BoundingBox | None) -> None:
+        """Send only map updates inside ``box`` from now on (None: all of them).
+        Frames already queued stay queued (they passed the box they were offered
+        to); nothing is resubscribed, so no event inside both boxes is missed or
+        sent twice. Replays and catch-ups in progress apply the new box to the
+        frames they have not queued yet."""
+        self._box = box
+        self._refilter()
 
     def forget_topic(self, topic: int) -> None:
         """Drop the floor of ``topic`` (unsubscribed)."""
@@ -235,9 +380,13 @@ class Session:
         nothing is pending or the socket is not open."""
         if self.state is not _OPEN:
             return b""
-        frames = self.sub.drain(max_bytes)
+        sub = self.sub
+        frames = sub.drain(max_bytes)
+        if self._skipped is not None:  # a filter left frames out: tell where they went
+            frames = self._covered(frames)
         if not frames:
             return b""
+        skipped = sub.take_conflated()
         delivered = self._delivered
         topics = set(map(_TOPIC, frames))  # a few topics, however many frames
         for topic in topics:
@@ -259,6 +408,10 @@ class Session:
             stats._waited += now
         else:
             stats.taken(frames, topics, self._replayed)
+        if skipped:  # told before the frames that follow the skipped ones
+            notices = [_conflated(topic, n) for topic, n in skipped.items()]
+            self.frames_sent += len(notices)
+            frames = notices + frames
         if self.batch and len(frames) > 1:
             return text_frame(b"[" + b",".join(map(_DATA, frames)) + b"]")
         # Every queued frame is encoded (send() and the bridge's dispatch see to it).
@@ -272,6 +425,14 @@ class Session:
     def pending(self) -> int:
         """Bytes of frames waiting."""
         return self.sub.bytes
+
+    @property
+    def replay_room(self) -> int:
+        """Bytes that may wait for the socket when a replay queues its next frame
+        (see :meth:`bridge.connection.Connection.send_many`): below the conflation
+        threshold, so a socket that reads is never *behind* because of its own
+        replay; at most half the byte bound, so a replay never overflows the queue."""
+        return self._room
 
     def lag(self, head: Callable[[int], HasPosition | None]) -> int:
         """How many events this socket is behind the heads of its topics (``head``:
@@ -328,6 +489,38 @@ class Session:
 
 def _nothing() -> None:
     pass
+
+
+_KEY = attrgetter("key")
+
+
+def _conflation_key(topics: frozenset[int] | None) -> Callable[[Frame], Hashable] | None:
+    """The conflation key of a socket's frames when it conflates ``topics`` (None or
+    empty: nothing conflated): the frame's own key (:attr:`Frame.key`), for those topics."""
+    if not topics:
+        return None
+    if topics >= CONFLATION_KEYS.keys():
+        return _KEY  # frames of other topics have no key
+
+    def key(frame: Frame) -> Hashable:
+        return frame.key if frame.topic in topics else None
+
+    return key
+
+
+def _conflated(topic: int, skipped: int) -> Frame:
+    """The control frame telling a socket that ``skipped`` frames of ``topic`` were
+    superseded by newer ones of the same key while it was behind."""
+    data = {"subscription_type": TOPIC_NAMES[topic], "skipped": skipped}
+    return control("conflated", data, about=topic)
+
+
+def _position(topic: int, frame: Frame) -> Frame:
+    """The control frame telling a socket that ``topic`` went as far as ``frame``
+    (left out by its filters): it may resume after it."""
+    at = {"offset": frame.offset, "epoch": frame.epoch}
+    data = {"subscription_type": TOPIC_NAMES[topic], "position": at}
+    return control("position", data, about=topic)
 
 
 def _no_head(topic: int) -> None:

@@ -43,6 +43,7 @@ import grpc
 from bridge.config import BridgeSettings
 from bridge.frames import Frame, event_frame
 from bridge.health import CanaryProbe, Readiness, readiness
+from bridge.pages import HistoryPages, Page
 from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2 as spb
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
@@ -127,6 +128,8 @@ class Upstream:
         self._connected = asyncio.Event()
         self._backoff = Backoff(initial=settings.reconnect_initial, maximum=settings.reconnect_max)
         self._cursors = Cursors()
+        #: History pages read once for every resume that needs them (see bridge.pages).
+        self.pages = HistoryPages(self.history)
         self.cache: dict[int, deque[Frame]] = {t: deque(maxlen=settings.cache_size) for t in TOPICS}
         self.state = "connecting"
         self.attempt = 0
@@ -165,6 +168,7 @@ class Upstream:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self.pages.close()
         channels, self._channels = self._channels, {}
         await asyncio.gather(*(channel.close() for channel in channels.values()))
 
@@ -304,7 +308,14 @@ class Upstream:
         ]
         # The canary topic too (live only: its cursor is not kept, nothing of it resumed).
         topics = (*TOPICS, *INTERNAL_TOPICS)
-        request = spb.SubscribeRequest(topics=topics, since=since, max_batch=UPSTREAM_BATCH)  # type: ignore[arg-type]
+        # every_event: the bridge conflates per socket itself; its cache and cursors
+        # need every event (a conflated upstream would look like gaps).
+        request = spb.SubscribeRequest(
+            topics=topics,  # type: ignore[arg-type]
+            since=since,
+            max_batch=UPSTREAM_BATCH,
+            every_event=True,
+        )
         call = self._stub(address).Subscribe(request)
         try:
             async for message in call:
@@ -388,6 +399,11 @@ class Upstream:
             return None
         # Offsets in the cache are consecutive: the first one after ``after`` is found by index.
         return list(islice(cache, after.offset + 1 - first, None))
+
+    async def history_page(self, topic: int, since: HasPosition) -> Page:
+        """One page of the core's history of ``topic`` after ``since``, as frames,
+        shared with every resume asking for the same page (:class:`HistoryPages`)."""
+        return await self.pages.after(topic, since)
 
     async def history(self, topic: int, since: HasPosition, limit: int = 0) -> spb.HistoryResponse:
         """One page of the core's history of ``topic`` after ``since`` (a unary call:

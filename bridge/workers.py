@@ -46,7 +46,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.app import bridge_of, create_app, metrics_page
+from bridge.app import ACCEPT_BACKLOG, bridge_of, create_app, metrics_page
 from bridge.config import BridgeSettings
 from bridge.http_guard import guarded_runner
 from core import logs
@@ -120,7 +120,13 @@ class WorkerNode:
         """Listen on ``settings.host:settings.port`` beside the other workers (and on
         its own metrics port)."""
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port, reuse_port=True)
+        site = web.TCPSite(
+            self._runner,
+            self.settings.host,
+            self.settings.port,
+            backlog=ACCEPT_BACKLOG,
+            reuse_port=True,
+        )
         await site.start()
         self.port = self._runner.addresses[0][1]
         if self._metrics_runner is not None:

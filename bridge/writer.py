@@ -13,7 +13,9 @@ is counted, logged and ends that socket only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -34,8 +36,17 @@ class Writer:
 
     __slots__ = ("_protocol", "_transport", "stalled_since")
 
-    def __init__(self, request: web.Request) -> None:
+    def __init__(self, request: web.Request, send_buffer: int = 0) -> None:
         self._transport = request.transport
+        if send_buffer and self._transport is not None:
+            # What the kernel holds for a socket is out of the bridge's reach: no
+            # priority lane or conflation applies to it. Bounding it keeps a slow
+            # reader's backlog in the bridge's queue (see BridgeSettings.socket_send_buffer).
+            sock = self._transport.get_extra_info("socket")
+            if sock is not None:
+                # Not a TCP socket (e.g. a test transport): nothing to bound.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         self._protocol: BaseProtocol | None = request.protocol
         #: Loop time since which the transport has been above its high-water mark
         #: (None: it takes what is written).

@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.config import BridgeSettings
-from bridge.frames import Frame, control, event_frame
+from bridge.frames import Frame, control, encodable, event_frame
+from bridge.pages import Page
 from bridge.resume import AskCore, GoLive, Replay, next_step, run_resume
 from bridge.session import Session, State, is_stalled
 from bridge.upstream import Upstream
@@ -158,6 +159,13 @@ class FakeSource:
         if not self.cache[0].offset <= after.offset + 1 <= self.cache[-1].offset + 1:
             return None
         return [f for f in self.cache if f.offset > after.offset]
+
+    async def history_page(self, topic: int, since: HasPosition) -> Page:
+        response = await self.history(topic, since)
+        frames, bad = encodable(event_frame(e) for e in response.events)
+        return Page(
+            response.state, frames, bad, response.events[-1].position if response.events else None
+        )
 
     async def history(self, topic: int, since: HasPosition) -> spb.HistoryResponse:
         self.asked.append(Position.of(since))

@@ -17,8 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 KERNEL = {
     "core.auth",
     "core.backoff",
+    "core.catalog",
     "core.codec",
     "core.credentials",
+    "core.delivery",
     "core.errors",
     "core.exposure",
     "core.hub",
@@ -30,6 +32,7 @@ KERNEL = {
     "core.targets",
     "core.topics",
     "core.validation",
+    "core.viewport",
     "core.wire",
 }
 #: The one composition root allowed to start a core: ``clearpath serve``.
