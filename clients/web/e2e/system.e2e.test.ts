@@ -194,7 +194,7 @@ describe('bridge restart: separate core and bridge processes', () => {
 
       await bridge.stop(signal);
       await state(page, 'reconnecting').waitFor(WAIT);
-      await page.getByText(/Reconnecting \(attempt \d\/5\)/).waitFor(WAIT);
+      await page.getByText(/Reconnecting \(attempt \d+\)/).waitFor(WAIT);
       await page.screenshot({ path: join(ARTIFACTS, `reconnecting-${signal}.png`) });
 
       // Published over gRPC while no bridge runs: only the core has them.

@@ -29,6 +29,23 @@
  *   `failed` with a static token or none; 4003 (expired) likewise with a
  *   static token (it cannot get better); otherwise 4001/4003/4008 reconnect
  *   with backoff. Tokens are never put in URLs, errors or logs.
+ * - A viewport (`setViewport`) limits map_updates to a bounding box; it is
+ *   moved in place with a `viewport` message and kept across reconnects, where
+ *   a WebSocket's URL carries it (`?bbox=W,S,E,N`) beside map_updates' `?since=`,
+ *   so the resume and the endpoint's own subscription are filtered from the start.
+ * - A `position` frame (the bridge's filters left events of a topic out) moves
+ *   that topic's position forward (same epoch only), so the next resume starts
+ *   there; it is not dispatched to listeners.
+ * - Transport (`transport`, default `auto`): a WebSocket; when one cannot be
+ *   opened (error or close before `open`) twice in a row, the next attempt uses
+ *   the bridge's Server-Sent Events stream (`GET /sse`, see `sse.ts`) instead,
+ *   and stays on it while it opens; after `sseRetryWebSocketMs` (5 minutes) on
+ *   SSE the next reconnect tries a WebSocket again. An SSE attempt that cannot
+ *   be opened either sends the next attempts back to WebSockets. `status.transport`
+ *   says which is in use; a runtime without `EventSource` (and no
+ *   `eventSourceFactory`) never falls back. Over SSE the token travels as `?token=` (an
+ *   `EventSource` cannot set headers), and a refused token cannot be told from
+ *   a lost stream (both close 1006 and are retried with backoff).
  * - Nothing the server sends throws into the app: error frames, and client-made
  *   `client_*` error frames for unreadable input, go to frame listeners like
  *   any other frame. A listener that throws is reported to `onListenerError`.
@@ -54,6 +71,7 @@ import {
   isEventFrame,
   isTopic,
   type AnyEventFrame,
+  type BoundingBox,
   type ClientMessage,
   type FrameOf,
   type FrameType,
@@ -63,6 +81,9 @@ import {
   type Topic,
 } from './frames';
 import { Cursor, type Gap } from './positions';
+import { SseSocket, type EventSourceFactory } from './sse';
+
+export type { BoundingBox } from './frames';
 
 export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'failed' | 'closed';
 
@@ -85,7 +106,15 @@ export interface ConnectionStatus {
   subject: string | null;
   /** When the connection's token expires (unix seconds), from `welcome`/`refreshed`; null: unknown or never. */
   expiresAt: number | null;
+  /**
+   * What carries the current (or next) connection: a WebSocket, or the SSE
+   * fallback. Always set by `RealtimeClient` (optional for snapshots made elsewhere).
+   */
+  transport?: Transport;
 }
+
+/** What carries a connection: see the `transport` option. */
+export type Transport = 'websocket' | 'sse';
 
 /** The part of the browser `WebSocket` this client uses. */
 export interface WebSocketLike {
@@ -119,7 +148,11 @@ export interface RealtimeClientOptions {
   token?: TokenSource;
   /** Last positions seen, per topic (e.g. kept across a page reload): resumed from. */
   positions?: Partial<Record<Topic, StreamPosition>>;
-  /** Reconnection attempts after a lost connection before `failed`. Default 5. */
+  /**
+   * Reconnection attempts after a lost connection before `failed`. Default: no
+   * limit (every `backoff.maxMs` at most, 15 s): a dashboard outlives a deploy or
+   * a storm of reconnecting browsers instead of giving up after ~15 s.
+   */
   maxReconnectAttempts?: number;
   backoff?: BackoffOptions;
   /** Milliseconds between pings. Default: the `ping_interval` of the bridge's welcome, else 25 000. */
@@ -139,6 +172,12 @@ export interface RealtimeClientOptions {
   /** Connect as soon as the client is made. Default false: call `connect()`. */
   autoConnect?: boolean;
   webSocketFactory?: WebSocketFactory;
+  /** `auto` (default): WebSocket, falling back to SSE when it cannot be opened; or only one of them. */
+  transport?: 'auto' | Transport;
+  /** Milliseconds on SSE after which the next reconnect tries a WebSocket again. Default 300 000. */
+  sseRetryWebSocketMs?: number;
+  /** Makes the SSE fallback's `EventSource` (tests); default `new EventSource(url)`. */
+  eventSourceFactory?: EventSourceFactory;
   timers?: Timers;
   /** Returns a number in [0, 1); default `Math.random`. */
   random?: () => number;
@@ -163,6 +202,8 @@ type Listener<T> = (value: T) => void;
 
 const OPEN = 1;
 const NORMAL_CLOSURE = 1000;
+/** WebSocket attempts in a row that must fail to open before the client tries SSE. */
+const WEBSOCKET_FAILURES_BEFORE_SSE = 2;
 /** Close code this client uses when it gives up on a socket (no pong, no open). */
 export const CLIENT_GAVE_UP = 4000;
 const DEFAULT_PING_MS = 25_000;
@@ -209,6 +250,9 @@ export class RealtimeClient {
   private readonly connectTimeoutMs: number;
   private readonly terminalCodes: ReadonlySet<number>;
   private readonly factory: WebSocketFactory;
+  private readonly transportOption: 'auto' | Transport;
+  private readonly sseRetryWebSocketMs: number;
+  private readonly eventSourceFactory: EventSourceFactory | undefined;
   private readonly timers: Timers;
   private readonly random: () => number;
   private readonly now: () => number;
@@ -223,6 +267,14 @@ export class RealtimeClient {
   private lastError: string | null = null;
   private lastCloseCode: number | null = null;
   private heardOnSocket = false;
+  private transport: Transport = 'websocket';
+  /** WebSocket attempts in a row that ended before `open` (2: the next attempt is SSE). */
+  private webSocketFailures = 0;
+  /** When the client first opened an SSE stream since it switched to SSE (null: not yet). */
+  private sseSince: number | null = null;
+  /** The current socket was made, and it opened. */
+  private socketMade = false;
+  private socketOpened = false;
   /** Subscribe messages may go out on the socket: it is open and, with a token, the `welcome` came. */
   private ready = false;
   /** The token last sent on the current socket (`auth` or `refresh`). */
@@ -231,6 +283,10 @@ export class RealtimeClient {
   private expiresAt: number | null = null;
   /** Bumped whenever a connection starts or ends: a token arriving for an older one is dropped. */
   private generation = 0;
+  /** The box of the map_updates subscription (null: whole world); kept across reconnects. */
+  private _viewport: BoundingBox | null = null;
+  /** The box the bridge has (or is sent) for the current socket: its URL's, then the last sent. */
+  private sentViewport: BoundingBox | null = null;
 
   private reconnectTimer: unknown = null;
   private connectTimer: unknown = null;
@@ -257,7 +313,7 @@ export class RealtimeClient {
 
   constructor(options: RealtimeClientOptions) {
     this.url = options.url;
-    this.maxAttempts = options.maxReconnectAttempts ?? 5;
+    this.maxAttempts = options.maxReconnectAttempts ?? Infinity;
     if (!(this.maxAttempts >= 0)) throw new RangeError('maxReconnectAttempts must be >= 0');
     this.backoff = resolveBackoff(options.backoff);
     this.fixedPingMs = options.pingIntervalMs;
@@ -266,6 +322,10 @@ export class RealtimeClient {
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     this.terminalCodes = new Set(options.terminalCloseCodes ?? [1003, 1009]);
     this.factory = options.webSocketFactory ?? defaultFactory;
+    this.transportOption = options.transport ?? 'auto';
+    this.transport = this.transportOption === 'sse' ? 'sse' : 'websocket';
+    this.sseRetryWebSocketMs = options.sseRetryWebSocketMs ?? 300_000;
+    this.eventSourceFactory = options.eventSourceFactory;
     this.timers = options.timers ?? defaultTimers;
     this.random = options.random ?? Math.random;
     this.now = options.now ?? (() => Date.now());
@@ -296,6 +356,7 @@ export class RealtimeClient {
       lastCloseCode: this.lastCloseCode,
       subject: this.subject,
       expiresAt: this.expiresAt,
+      transport: this.transport,
     };
   }
 
@@ -368,6 +429,33 @@ export class RealtimeClient {
     this.emitStatus();
   }
 
+  /** The box of the map_updates subscription, as normalized by `setViewport` (null: whole world). */
+  get viewport(): BoundingBox | null {
+    return this._viewport === null ? null : { ...this._viewport };
+  }
+
+  /**
+   * Sets the box of the map_updates subscription (null: the whole world): only
+   * map updates inside it are sent. When subscribed and connected, sends a
+   * `viewport` message (the bridge moves the box in place: no resubscribe, no
+   * gap; it answers with a `viewport` frame); otherwise the box goes with the
+   * next subscribe. Kept across reconnects: a WebSocket's URL carries it
+   * (`?bbox=`) with map_updates' `?since=`, so the replay and an endpoint's own
+   * map_updates subscription (`/ws/map`) are filtered from the start; a box set
+   * while connecting follows the `welcome` as a `viewport` message.
+   *
+   * Latitudes are clamped to [-90, 90]; longitudes outside [-180, 180] are
+   * wrapped into it; a box 360 degrees wide or wider covers every longitude.
+   * `west > east` means the box crosses the antimeridian. Throws RangeError
+   * for a number that is not finite, or `south > north`.
+   */
+  setViewport(bbox: BoundingBox | null): void {
+    const next = checkViewport(bbox);
+    if (sameBox(this._viewport, next)) return;
+    this._viewport = next;
+    if (this.topic('map_updates').wanted && this.socketReady()) this.sendViewport();
+  }
+
   /** Sends a message if the socket is open; returns whether it was sent. */
   send(message: ClientMessage): boolean {
     const socket = this.socket;
@@ -424,6 +512,8 @@ export class RealtimeClient {
     this.retryDelayMs = null;
     this.setConfirmed([]);
     this.heardOnSocket = false;
+    this.socketMade = false;
+    this.socketOpened = false;
     this.connectionId = null;
     this.ready = false;
     this.token = null;
@@ -482,8 +572,26 @@ export class RealtimeClient {
       if (position) resumes.push([s.topic, position]);
     }
     let socket: WebSocketLike;
+    this.transport = this.pickTransport();
+    this.socketMade = true;
+    // The box goes in the URL: map_updates (the endpoint's, or resumed by since=) is
+    // filtered from the connect on, its replay too.
+    const box = this._viewport;
+    this.sentViewport = box;
     try {
-      socket = this.factory(withSince(this.url, resumes));
+      const resumed = withSince(this.url, resumes);
+      const url = this.transport === 'websocket' ? withBbox(resumed, box) : resumed;
+      socket =
+        this.transport === 'sse'
+          ? new SseSocket(url, {
+              topics: this.subscriptions,
+              token,
+              bbox: this._viewport,
+              factory: this.eventSourceFactory,
+              defer: (run) => void this.timers.setTimeout(run, 0),
+              now: this.now,
+            })
+          : this.factory(url);
     } catch (error) {
       this.connectionLost(`cannot open ${this.url}: ${describe(error)}`);
       return;
@@ -497,7 +605,7 @@ export class RealtimeClient {
       if (this.socket === socket) this.handleMessage(event.data);
     };
     socket.onerror = () => {
-      if (this.socket === socket) this.lastError = 'WebSocket error';
+      if (this.socket === socket) this.lastError = this.transport === 'sse' ? 'SSE error' : 'WebSocket error';
     };
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
@@ -508,6 +616,9 @@ export class RealtimeClient {
 
   private handleOpen(): void {
     this.clearTimer('connectTimer');
+    this.socketOpened = true;
+    if (this.transport === 'websocket') this.webSocketFailures = 0;
+    else this.sseSince ??= this.now();
     if (this.attempt > 0) this.stats.reconnects += 1;
     // Before anything else can be sent (a status listener might send): `auth` is the first message.
     if (this.token !== null) this.send({ type: 'auth', data: { token: this.token } });
@@ -555,7 +666,39 @@ export class RealtimeClient {
     this.connectionLost(why);
   }
 
+  /**
+   * The transport of the next socket (see the `transport` option): SSE after
+   * two WebSockets in a row that did not open, until it has been in use for
+   * `sseRetryWebSocketMs`.
+   */
+  private pickTransport(): Transport {
+    if (this.transportOption !== 'auto') return this.transportOption;
+    if (this.transport === 'sse') {
+      const since = this.sseSince;
+      if (since === null || this.now() - since < this.sseRetryWebSocketMs) return 'sse';
+      this.sseSince = null; // time to try a WebSocket again
+      this.webSocketFailures = 0;
+      return 'websocket';
+    }
+    // A runtime without EventSource (Node, some workers) has nothing to fall back to.
+    const sseAvailable = this.eventSourceFactory !== undefined || typeof EventSource !== 'undefined';
+    return sseAvailable && this.webSocketFailures >= WEBSOCKET_FAILURES_BEFORE_SSE ? 'sse' : 'websocket';
+  }
+
+  /** Counts a socket that closed before it opened towards (or away from) the SSE fallback. */
+  private countFailedOpen(): void {
+    if (!this.socketMade || this.socketOpened || this.transportOption !== 'auto') return;
+    if (this.transport === 'websocket') {
+      this.webSocketFailures += 1;
+    } else if (this.sseSince === null) {
+      // SSE did not open either: back to WebSockets for the next attempts.
+      this.transport = 'websocket';
+      this.webSocketFailures = 0;
+    }
+  }
+
   private connectionLost(why: string): void {
+    this.countFailedOpen();
     this.endConnection();
     this.socket = null;
     this.setConfirmed([]);
@@ -707,6 +850,12 @@ export class RealtimeClient {
       if (isEventFrame(frame)) this.handleEvent(frame);
       else this.handleControl(frame);
     }
+    // After the message's frames (see DecodedMessage.positions): forward only.
+    for (const frame of decoded.positions) {
+      this.stats.framesReceived += 1;
+      const s = this.topic(frame.data.subscription_type);
+      if (s.wanted) s.cursor.advance(frame.data.position);
+    }
   }
 
   private handleControl(frame: Exclude<ServerFrame, AnyEventFrame>): void {
@@ -733,6 +882,12 @@ export class RealtimeClient {
           // Authenticated (or auth is off): now the subscriptions may go out.
           this.ready = true;
           this.sendSubscriptions(true);
+        }
+        // map_updates subscribed at connect (by the endpoint or the URL's since=) has
+        // the URL's box; a box set since then goes now.
+        const map = this.topic('map_updates');
+        if (map.wanted && (map.byEndpoint || map.resumedAtConnect) && !sameBox(this._viewport, this.sentViewport)) {
+          this.sendViewport();
         }
         this.scheduleRefresh();
         this.emitStatus();
@@ -805,7 +960,17 @@ export class RealtimeClient {
     const data: SubscribeMessage['data'] = { subscription_type: s.topic };
     const since = s.cursor.position;
     if (since) data.since = since;
+    if (s.topic === 'map_updates') {
+      if (this._viewport !== null) data.bbox = { ...this._viewport };
+      this.sentViewport = this._viewport;
+    }
     this.send({ type: 'subscribe', data });
+  }
+
+  private sendViewport(): void {
+    const bbox = this._viewport === null ? null : { ...this._viewport };
+    this.sentViewport = this._viewport;
+    this.send({ type: 'viewport', data: { subscription_type: 'map_updates', bbox } });
   }
 
   /**
@@ -884,6 +1049,48 @@ function safeClose(socket: WebSocketLike, code: number, reason: string): void {
   } catch {
     // Closing an already failed socket may throw in some runtimes; it is gone either way.
   }
+}
+
+/**
+ * The box `RealtimeClient.setViewport` would apply for `bbox` (null: whole world),
+ * or RangeError, the same check and normalization, without a client: validate a
+ * box before keeping it.
+ */
+export function checkViewport(bbox: BoundingBox | null): BoundingBox | null {
+  return bbox === null ? null : normalizeBox(bbox);
+}
+
+/** `url` with `bbox=W,S,E,N` when there is a box (the bridge's `?bbox=`: plain decimal numbers). */
+function withBbox(url: string, box: BoundingBox | null): string {
+  if (box === null) return url;
+  const value = [box.west, box.south, box.east, box.north].map((n) => String(n)).join(',');
+  return `${url}${url.includes('?') ? '&' : '?'}bbox=${value}`;
+}
+
+/** `box` within the bridge's ranges (see `RealtimeClient.setViewport`); RangeError if it cannot be. */
+function normalizeBox(box: BoundingBox): BoundingBox {
+  const { west, south, east, north } = box;
+  for (const [name, value] of Object.entries({ west, south, east, north })) {
+    if (typeof value !== 'number' || !Number.isFinite(value)) {
+      throw new RangeError(`bbox.${name} must be a finite number, got ${String(value)}`);
+    }
+  }
+  if (south > north) throw new RangeError(`bbox.south (${south}) must not exceed bbox.north (${north})`);
+  const clampLat = (lat: number): number => Math.min(90, Math.max(-90, lat));
+  if (east - west >= 360) return { west: -180, south: clampLat(south), east: 180, north: clampLat(north) };
+  return { west: wrapLon(west), south: clampLat(south), east: wrapLon(east), north: clampLat(north) };
+}
+
+/** `lon` in [-180, 180]: unchanged when already inside, else wrapped. */
+function wrapLon(lon: number): number {
+  if (lon >= -180 && lon <= 180) return lon;
+  const wrapped = (((lon + 180) % 360) + 360) % 360 - 180;
+  return wrapped;
+}
+
+function sameBox(a: BoundingBox | null, b: BoundingBox | null): boolean {
+  if (a === null || b === null) return a === b;
+  return a.west === b.west && a.south === b.south && a.east === b.east && a.north === b.north;
 }
 
 /** An `expires_at` field: unix seconds, or null when absent or not a number. */

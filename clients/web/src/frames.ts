@@ -1,76 +1,31 @@
 /**
  * The frames of the ClearPath Realtime WebSocket bridge, as TypeScript types.
  *
- * Payloads mirror the messages of `protos/clearpath/realtime/v1/events.proto`
- * in their JSON form: snake_case field names, enum values in lowercase with
- * the enum prefix stripped (`PACKAGE_STATUS_IN_TRANSIT` -> `"in_transit"`),
- * timestamps as RFC 3339 strings ending in `Z` (or `null` when unset), uint32
- * and double as JSON numbers.
- *
- * The interfaces cannot drift from the protos: each has a runtime schema
- * (`PAYLOAD_SCHEMAS`) that the compiler checks against the interface (see the
- * `_Check*` aliases at the bottom) and that `test/frames.test.ts` checks
- * against the `.proto` files.
+ * The payloads, enums, subscription types and their runtime schemas
+ * (`PAYLOAD_SCHEMAS`) are generated from `protos/` by `scripts/gen_protos.py`
+ * into `./generated/catalog.ts` and re-exported here, in their JSON form:
+ * snake_case field names, enum values in lowercase with the enum prefix
+ * stripped (`PACKAGE_STATUS_IN_TRANSIT` -> `"in_transit"`), timestamps as RFC
+ * 3339 strings ending in `Z` (or `null` when unset), numbers as JSON numbers.
+ * `make proto-check` fails when the generated file is stale, and
+ * `test/frames.test.ts` checks it against the `.proto` files. The frame
+ * envelopes, control frames and client messages below are written by hand.
  */
 
-// ---------------------------------------------------------------------------
-// Enums
-// ---------------------------------------------------------------------------
+import {
+  EVENT_TOPICS,
+  TOPICS,
+  type ENUMS,
+  type EnumName,
+  type EventPayloads,
+  type EventType,
+  type PAYLOAD_SCHEMAS,
+  type StreamPosition,
+  type Timestamp,
+  type Topic,
+} from './generated/catalog';
 
-/** Subscription types (proto enum `Topic`, without `TOPIC_UNSPECIFIED`). */
-export const TOPICS = [
-  'package_updates',
-  'anomalies',
-  'dashboard_metrics',
-  'notifications',
-  'map_updates',
-  'agent_activity',
-  'system_health',
-] as const;
-export type Topic = (typeof TOPICS)[number];
-
-/** Proto enum `PackageStatus`; `unspecified` only appears as an unset default. */
-export const PACKAGE_STATUSES = [
-  'unspecified',
-  'created',
-  'in_transit',
-  'out_for_delivery',
-  'delivered',
-  'delayed',
-  'returned',
-  'lost',
-] as const;
-export type PackageStatus = (typeof PACKAGE_STATUSES)[number];
-
-/** Proto enum `Severity`, in increasing order. */
-export const SEVERITIES = ['unspecified', 'low', 'medium', 'high', 'critical'] as const;
-export type Severity = (typeof SEVERITIES)[number];
-
-/** Proto enum `AnomalyType`. */
-export const ANOMALY_TYPES = [
-  'unspecified',
-  'delayed_delivery',
-  'route_deviation',
-  'missed_scan',
-  'temperature_excursion',
-  'damaged',
-  'wrong_location',
-] as const;
-export type AnomalyType = (typeof ANOMALY_TYPES)[number];
-
-/** Proto enum `HealthStatus`. */
-export const HEALTH_STATUSES = ['unspecified', 'healthy', 'degraded', 'down'] as const;
-export type HealthStatus = (typeof HEALTH_STATUSES)[number];
-
-/** Every enum used by a payload, by its proto name. */
-export const ENUMS = {
-  Topic: ['unspecified', ...TOPICS],
-  PackageStatus: PACKAGE_STATUSES,
-  Severity: SEVERITIES,
-  AnomalyType: ANOMALY_TYPES,
-  HealthStatus: HEALTH_STATUSES,
-} as const;
-export type EnumName = keyof typeof ENUMS;
+export * from './generated/catalog';
 
 /** Returns true when `value` is one of the seven subscription types. */
 export function isTopic(value: unknown): value is Topic {
@@ -78,222 +33,8 @@ export function isTopic(value: unknown): value is Topic {
 }
 
 // ---------------------------------------------------------------------------
-// Payloads (proto messages)
+// Schema helpers
 // ---------------------------------------------------------------------------
-
-/** RFC 3339 UTC timestamp ending in `Z`, e.g. `2024-01-15T10:30:00Z`. */
-export type Timestamp = string;
-
-/** Proto `PackageUpdate`: a package's status changed or it was scanned. */
-export interface PackageUpdate {
-  package_id: string;
-  tracking_number: string;
-  status: PackageStatus;
-  location: string;
-  estimated_delivery: Timestamp | null;
-  last_scan_time: Timestamp | null;
-  carrier: string;
-}
-
-/** Proto `AnomalyDetected`: a detector found something wrong with a package. */
-export interface AnomalyDetected {
-  package_id: string;
-  anomaly_type: AnomalyType;
-  severity: Severity;
-  description: string;
-  recommended_action: string;
-  /** From 0 to 1. */
-  confidence_score: number;
-  detected_at: Timestamp | null;
-}
-
-/** Proto `DashboardMetrics`: aggregate figures of the network. */
-export interface DashboardMetrics {
-  total_packages: number;
-  in_transit: number;
-  delivered: number;
-  delayed: number;
-  anomalies: number;
-  /** From 0 to 1. */
-  recovery_rate: number;
-  /** Mean delivery time in days. */
-  avg_delivery_time: number;
-}
-
-/** Proto `Notification`: a message for people (empty `user_id`: everyone). */
-export interface Notification {
-  notification_id: string;
-  user_id: string;
-  title: string;
-  message: string;
-  severity: Severity;
-  package_id: string;
-  action_url: string;
-}
-
-/** Proto `MapUpdate`: a package or vehicle moved (WGS 84 degrees). */
-export interface MapUpdate {
-  package_id: string;
-  vehicle_id: string;
-  latitude: number;
-  longitude: number;
-  /** Degrees clockwise from north. */
-  heading: number;
-  speed_kmh: number;
-  route_id: string;
-  next_stop: string;
-  status: PackageStatus;
-}
-
-/** Proto `AgentActivity`: an AI agent did something. */
-export interface AgentActivity {
-  agent_id: string;
-  agent_type: string;
-  action: string;
-  outcome: string;
-  package_id: string;
-  details: string;
-  duration_ms: number;
-}
-
-/** Proto `SystemHealth`: the health of one component. */
-export interface SystemHealth {
-  component: string;
-  status: HealthStatus;
-  cpu_percent: number;
-  memory_percent: number;
-  latency_ms: number;
-  error_rate: number;
-  message: string;
-}
-
-/** Proto `StreamPosition`: where an event stands in its topic's stream. */
-export interface StreamPosition {
-  offset: number;
-  epoch: string;
-}
-
-/** Event frame `type` -> payload. */
-export interface EventPayloads {
-  package_update: PackageUpdate;
-  anomaly_detected: AnomalyDetected;
-  dashboard_metrics: DashboardMetrics;
-  notification: Notification;
-  map_update: MapUpdate;
-  agent_activity: AgentActivity;
-  system_health: SystemHealth;
-}
-export type EventType = keyof EventPayloads;
-
-/** Event frame `type` -> the topic it is published on. */
-export const EVENT_TOPICS = {
-  package_update: 'package_updates',
-  anomaly_detected: 'anomalies',
-  dashboard_metrics: 'dashboard_metrics',
-  notification: 'notifications',
-  map_update: 'map_updates',
-  agent_activity: 'agent_activity',
-  system_health: 'system_health',
-} as const satisfies Record<EventType, Topic>;
-
-export const EVENT_TYPES = Object.keys(EVENT_TOPICS) as EventType[];
-
-// ---------------------------------------------------------------------------
-// Runtime schemas (checked against the interfaces here, against the protos in tests)
-// ---------------------------------------------------------------------------
-
-/** How a proto field appears in JSON. */
-export type FieldKind = 'string' | 'number' | 'bool' | 'timestamp' | { readonly enum: EnumName };
-
-/** Payload message name in the proto, and its fields in proto field order. */
-export const PAYLOAD_SCHEMAS = {
-  package_update: {
-    message: 'PackageUpdate',
-    fields: {
-      package_id: 'string',
-      tracking_number: 'string',
-      status: { enum: 'PackageStatus' },
-      location: 'string',
-      estimated_delivery: 'timestamp',
-      last_scan_time: 'timestamp',
-      carrier: 'string',
-    },
-  },
-  anomaly_detected: {
-    message: 'AnomalyDetected',
-    fields: {
-      package_id: 'string',
-      anomaly_type: { enum: 'AnomalyType' },
-      severity: { enum: 'Severity' },
-      description: 'string',
-      recommended_action: 'string',
-      confidence_score: 'number',
-      detected_at: 'timestamp',
-    },
-  },
-  dashboard_metrics: {
-    message: 'DashboardMetrics',
-    fields: {
-      total_packages: 'number',
-      in_transit: 'number',
-      delivered: 'number',
-      delayed: 'number',
-      anomalies: 'number',
-      recovery_rate: 'number',
-      avg_delivery_time: 'number',
-    },
-  },
-  notification: {
-    message: 'Notification',
-    fields: {
-      notification_id: 'string',
-      user_id: 'string',
-      title: 'string',
-      message: 'string',
-      severity: { enum: 'Severity' },
-      package_id: 'string',
-      action_url: 'string',
-    },
-  },
-  map_update: {
-    message: 'MapUpdate',
-    fields: {
-      package_id: 'string',
-      vehicle_id: 'string',
-      latitude: 'number',
-      longitude: 'number',
-      heading: 'number',
-      speed_kmh: 'number',
-      route_id: 'string',
-      next_stop: 'string',
-      status: { enum: 'PackageStatus' },
-    },
-  },
-  agent_activity: {
-    message: 'AgentActivity',
-    fields: {
-      agent_id: 'string',
-      agent_type: 'string',
-      action: 'string',
-      outcome: 'string',
-      package_id: 'string',
-      details: 'string',
-      duration_ms: 'number',
-    },
-  },
-  system_health: {
-    message: 'SystemHealth',
-    fields: {
-      component: 'string',
-      status: { enum: 'HealthStatus' },
-      cpu_percent: 'number',
-      memory_percent: 'number',
-      latency_ms: 'number',
-      error_rate: 'number',
-      message: 'string',
-    },
-  },
-} as const satisfies Record<EventType, { message: string; fields: Record<string, FieldKind> }>;
 
 /** The TypeScript type a schema field kind stands for. */
 type KindType<K> = K extends 'string'
@@ -372,7 +113,7 @@ export interface RefreshedData {
  * core restarted), the resume position is older than the history kept, or it
  * is ahead of the topic (a position from some other core).
  */
-export const GAP_REASONS = ['epoch_changed', 'history_trimmed', 'position_ahead'] as const;
+export const GAP_REASONS = ['epoch_changed', 'history_trimmed', 'position_ahead', 'already_live'] as const;
 export type GapReason = (typeof GAP_REASONS)[number];
 
 /**
@@ -424,7 +165,58 @@ export type UnsubscribedFrame = FrameEnvelope<'unsubscribed', UnsubscribedData>;
 export type PongFrame = FrameEnvelope<'pong', Record<string, never>>;
 export type ErrorFrame = FrameEnvelope<'error', ErrorData>;
 export type RefreshedFrame = FrameEnvelope<'refreshed', RefreshedData>;
-export type ControlFrame = WelcomeFrame | SubscribedFrame | UnsubscribedFrame | PongFrame | ErrorFrame | RefreshedFrame;
+/**
+ * A map area in degrees: only map_updates inside it are sent. `west > east`
+ * means the box crosses the antimeridian; points on the edges are inside.
+ */
+export interface BoundingBox {
+  west: number;
+  south: number;
+  east: number;
+  north: number;
+}
+
+/** The bridge's acknowledgement of a `viewport` message: the box now applied (null: whole world). */
+export interface ViewportData {
+  subscription_type: Topic;
+  bbox: BoundingBox | null;
+}
+
+export type ViewportFrame = FrameEnvelope<'viewport', ViewportData>;
+/**
+ * Sent before the frames that follow a conflation: while the socket was behind,
+ * `skipped` frames of a latest-state topic (map_updates per package,
+ * dashboard_metrics, system_health per component) were superseded by newer
+ * ones of the same key and not sent. The newest of every key still comes.
+ */
+export interface ConflatedData {
+  subscription_type: Topic;
+  skipped: number;
+}
+export type ConflatedFrame = FrameEnvelope<'conflated', ConflatedData>;
+/**
+ * Where a topic's stream went while the bridge's filters (the viewport, another
+ * user's notifications) left its events out: every event of the topic that
+ * follows comes after `position`, so a resume may start there (and stays within
+ * the history). Sent only when no frame of the topic is queued before it, at
+ * most once per ping interval or per 1000 events left out. Not a `ServerFrame`:
+ * `decodeMessage` returns it apart (`DecodedMessage.positions`), and
+ * `RealtimeClient` moves the topic's position with it instead of dispatching it.
+ */
+export interface PositionData {
+  subscription_type: Topic;
+  position: StreamPosition;
+}
+export type PositionFrame = FrameEnvelope<'position', PositionData>;
+export type ControlFrame =
+  | WelcomeFrame
+  | SubscribedFrame
+  | UnsubscribedFrame
+  | PongFrame
+  | ErrorFrame
+  | RefreshedFrame
+  | ViewportFrame
+  | ConflatedFrame;
 export type ControlType = ControlFrame['type'];
 
 /** Any server->client frame. Narrow it on `type`. */
@@ -433,7 +225,16 @@ export type FrameType = ServerFrame['type'];
 /** The frame of one type. */
 export type FrameOf<T extends FrameType> = Extract<ServerFrame, { type: T }>;
 
-export const CONTROL_TYPES: readonly ControlType[] = ['welcome', 'subscribed', 'unsubscribed', 'pong', 'error', 'refreshed'];
+export const CONTROL_TYPES: readonly ControlType[] = [
+  'welcome',
+  'subscribed',
+  'unsubscribed',
+  'pong',
+  'error',
+  'refreshed',
+  'viewport',
+  'conflated',
+];
 
 export function isEventType(value: unknown): value is EventType {
   return typeof value === 'string' && Object.prototype.hasOwnProperty.call(EVENT_TOPICS, value);
@@ -449,7 +250,13 @@ export function isEventFrame(frame: ServerFrame): frame is AnyEventFrame {
 
 export type SubscribeMessage = {
   type: 'subscribe';
-  data: { subscription_type: Topic; since?: StreamPosition };
+  /** `bbox`: map_updates only; the box its events must fall in (see `ViewportMessage`). */
+  data: { subscription_type: Topic; since?: StreamPosition; bbox?: BoundingBox };
+};
+/** Moves the box of the map_updates subscription in place (null: whole world); answered by `viewport`. */
+export type ViewportMessage = {
+  type: 'viewport';
+  data: { subscription_type: 'map_updates'; bbox: BoundingBox | null };
 };
 export type UnsubscribeMessage = { type: 'unsubscribe'; data: { subscription_type: Topic } };
 export type PingMessage = { type: 'ping'; data: Record<string, never> };
@@ -457,7 +264,13 @@ export type PingMessage = { type: 'ping'; data: Record<string, never> };
 export type AuthMessage = { type: 'auth'; data: { token: string } };
 /** Replaces the connection's token in place (same subject); answered by `refreshed`. */
 export type RefreshMessage = { type: 'refresh'; data: { token: string } };
-export type ClientMessage = SubscribeMessage | UnsubscribeMessage | PingMessage | AuthMessage | RefreshMessage;
+export type ClientMessage =
+  | SubscribeMessage
+  | UnsubscribeMessage
+  | PingMessage
+  | AuthMessage
+  | RefreshMessage
+  | ViewportMessage;
 
 // ---------------------------------------------------------------------------
 // Parsing
@@ -471,6 +284,12 @@ export interface DecodedMessage {
   errors: ErrorFrame[];
   /** Elements of a type this client does not know (ignored for forward compatibility). */
   unknown: number;
+  /**
+   * The `position` frames, in order. Each says no more than the frames of its
+   * topic before it in the same message, so applying them after `frames` (forward
+   * only) is what applying them in place would be.
+   */
+  positions: PositionFrame[];
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -487,7 +306,7 @@ export function clientError(code: ErrorCode, message: string, now: Date = new Da
  * Never throws: what cannot be read becomes a `client_*` error frame.
  */
 export function decodeMessage(text: string): DecodedMessage {
-  const out: DecodedMessage = { frames: [], errors: [], unknown: 0 };
+  const out: DecodedMessage = { frames: [], errors: [], unknown: 0, positions: [] };
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -502,6 +321,16 @@ export function decodeMessage(text: string): DecodedMessage {
       continue;
     }
     const type = item['type'];
+    if (type === 'position') {
+      const data = item['data'] as Record<string, unknown>;
+      const at = data['position'];
+      if (isTopic(data['subscription_type']) && isRecord(at) && typeof at['offset'] === 'number' && typeof at['epoch'] === 'string') {
+        out.positions.push(item as unknown as PositionFrame);
+      } else {
+        out.errors.push(clientError('client_invalid_frame', 'server sent a position frame without a subscription type and a position'));
+      }
+      continue;
+    }
     if (!isEventType(type) && !(CONTROL_TYPES as readonly string[]).includes(type)) {
       out.unknown += 1;
       continue;
@@ -517,21 +346,3 @@ export function decodeMessage(text: string): DecodedMessage {
   }
   return out;
 }
-
-// ---------------------------------------------------------------------------
-// Compile-time checks: each interface is exactly what its schema describes.
-// ---------------------------------------------------------------------------
-
-type Equal<A, B> = (<G>() => G extends A ? 1 : 2) extends <G>() => G extends B ? 1 : 2 ? true : false;
-type Expect<T extends true> = T;
-
-/* eslint-disable @typescript-eslint/no-unused-vars */
-export type _CheckSchemas = [
-  Expect<Equal<PayloadFromSchema<'package_update'>, PackageUpdate>>,
-  Expect<Equal<PayloadFromSchema<'anomaly_detected'>, AnomalyDetected>>,
-  Expect<Equal<PayloadFromSchema<'dashboard_metrics'>, DashboardMetrics>>,
-  Expect<Equal<PayloadFromSchema<'notification'>, Notification>>,
-  Expect<Equal<PayloadFromSchema<'map_update'>, MapUpdate>>,
-  Expect<Equal<PayloadFromSchema<'agent_activity'>, AgentActivity>>,
-  Expect<Equal<PayloadFromSchema<'system_health'>, SystemHealth>>,
-];

@@ -1,14 +1,17 @@
 /** The public surface of `@clearpath/web`: the client, the hook, the frame types. */
-export { RealtimeClient, CLIENT_GAVE_UP } from './client';
+export { RealtimeClient, CLIENT_GAVE_UP, checkViewport } from './client';
 export type {
   ClientStats,
   ConnectionState,
   ConnectionStatus,
   RealtimeClientOptions,
   Timers,
+  Transport,
   WebSocketFactory,
   WebSocketLike,
 } from './client';
+export { ENDPOINT_TOPICS, SSE_LOST, SseSocket, parsePositions, sseUrl, streamUrl } from './sse';
+export type { EventSourceFactory, EventSourceLike, SseOptions } from './sse';
 export {
   CLOSE_AUTH_TIMEOUT,
   CLOSE_POLICY_VIOLATION,

@@ -97,6 +97,19 @@ export class Cursor {
     return { topic: this.topic, since: copy(since), position: copy(position), reason };
   }
 
+  /**
+   * Moves the cursor forward to `p`, a position the stream is known to have
+   * reached (a `position` frame: events the bridge's filters left out). Forward
+   * only, within the cursor's epoch: an older position, one of another epoch, or
+   * a cursor with no position yet stays where it is. True when it moved.
+   */
+  advance(p: StreamPosition): boolean {
+    const last = this.last;
+    if (last === null || p.epoch !== last.epoch || !(p.offset > last.offset)) return false;
+    this.last = copy(p);
+    return true;
+  }
+
   /** Forgets the position (the topic was unsubscribed). */
   reset(): void {
     this.last = null;

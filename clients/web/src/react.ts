@@ -20,9 +20,9 @@ import {
   type ReactNode,
 } from 'react';
 import type { TokenSource } from './auth';
-import type { ConnectionState, ConnectionStatus, RealtimeClient } from './client';
+import { checkViewport, type ConnectionState, type ConnectionStatus, type RealtimeClient } from './client';
 import { resolveInBrowser } from './endpoint';
-import type { ClientMessage, ServerFrame, Topic } from './frames';
+import type { BoundingBox, ClientMessage, ServerFrame, Topic } from './frames';
 import type { Gap } from './positions';
 import { defaultRegistry, type ClientLease, type ClientRegistry, type SharedClientOptions } from './registry';
 
@@ -77,6 +77,14 @@ export interface UseWebSocketResult {
   subscriptions: Topic[];
   /** The subscription list the bridge last confirmed. */
   confirmedSubscriptions: Topic[];
+  /**
+   * Sets the box of the shared client's map_updates subscription (null: whole
+   * world; see `RealtimeClient.setViewport`). Stable identity. Throws RangeError
+   * for a bad box, which is then not kept (the previous box stays). The last
+   * valid box this component set is applied again if the client is replaced
+   * (URL change, remount); with several components on one client, the last call wins.
+   */
+  setViewport: (bbox: BoundingBox | null) => void;
   /** Starts the client again after `failed` or `closed`. */
   reconnect: () => void;
   /** The shared client, for what the hook does not cover (null until mounted). */
@@ -135,6 +143,12 @@ export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult {
   });
 
   const leaseRef = useRef<ClientLease | null>(null);
+  /**
+   * The box this component last set, as `checkViewport` made it (undefined: none),
+   * applied to a renewed lease's client. Only a box that passed the check is kept,
+   * so applying it again in an effect cannot throw.
+   */
+  const viewportRef = useRef<BoundingBox | null | undefined>(undefined);
   /** Topics this component asked for with subscribe(): held again if the lease is renewed. */
   const heldRef = useRef(new Set<Topic>());
   const declared = options.topics ?? [];
@@ -149,6 +163,7 @@ export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult {
     const c = lease.client;
     for (const topic of declaredRef.current) lease.hold(topic);
     for (const topic of heldRef.current) lease.hold(topic);
+    if (viewportRef.current !== undefined) c.setViewport(viewportRef.current);
     const sync = (s: ConnectionStatus): void => {
       setStatus(s);
       const subs = c.subscriptions;
@@ -201,6 +216,12 @@ export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult {
 
   const sendMessage = useCallback((message: ClientMessage) => leaseRef.current?.client.send(message) ?? false, []);
 
+  const setViewport = useCallback((bbox: BoundingBox | null) => {
+    const box = checkViewport(bbox); // a bad box throws here, to the caller, and is not kept
+    viewportRef.current = box;
+    leaseRef.current?.client.setViewport(box);
+  }, []);
+
   const reconnect = useCallback(() => {
     leaseRef.current?.client.connect();
   }, []);
@@ -216,6 +237,7 @@ export function useWebSocket(options: UseWebSocketOptions): UseWebSocketResult {
     unsubscribe,
     subscriptions,
     confirmedSubscriptions,
+    setViewport,
     reconnect,
     client,
   };

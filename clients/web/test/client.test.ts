@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { CLIENT_GAVE_UP, RealtimeClient, type ConnectionState, type RealtimeClientOptions } from '../src/client';
 import type { ServerFrame } from '../src/frames';
 import type { Gap } from '../src/positions';
-import { event, fakeSockets, subscribed, welcome } from './fakes';
+import { TS, event, fakeSockets, subscribed, welcome } from './fakes';
 
 const URL = 'ws://bridge.test/ws/connect';
 
@@ -111,8 +111,27 @@ describe('connection states', () => {
 });
 
 describe('reconnection', () => {
-  it('retries with growing delays, at most 5 times, then fails', () => {
-    const { client, fake } = setup();
+  it('keeps retrying by default, every backoff maxMs at most', () => {
+    const { client, fake } = setup({ backoff: { initialMs: 100, maxMs: 1_000 } });
+    client.connect();
+    fake.last().open();
+    fake.last().receive(welcome());
+    fake.last().serverClose(1001, 'going away');
+    for (let attempt = 1; attempt <= 50; attempt++) {
+      expect(client.state).toBe('reconnecting');
+      expect(client.status.attempt).toBe(attempt);
+      expect(client.status.retryDelayMs).toBeLessThanOrEqual(1_000);
+      vi.advanceTimersByTime(1_000);
+      fake.last().serverClose(1006);
+    }
+    expect(client.state).toBe('reconnecting');
+    vi.advanceTimersByTime(1_000);
+    fake.last().open();
+    expect(client.state).toBe('connected');
+  });
+
+  it('retries with growing delays, at most maxReconnectAttempts times, then fails', () => {
+    const { client, fake } = setup({ maxReconnectAttempts: 5 });
     client.connect();
     fake.last().open();
     fake.last().receive(welcome());
@@ -497,5 +516,159 @@ describe('resume after reconnect', () => {
     s.receive(welcome(['dashboard_metrics', 'notifications']));
     expect(s.messages().at(-1)).toEqual({ type: 'unsubscribe', data: { subscription_type: 'notifications' } });
     expect(client.subscriptions).toEqual(['dashboard_metrics']);
+  });
+});
+
+describe('viewport', () => {
+  const BOX = { west: -90, south: 30, east: -80, north: 45 };
+  const viewports = (s: ReturnType<ReturnType<typeof fakeSockets>['last']>) => s.ofType('viewport').map((m) => m.data);
+
+  it('sends a viewport message when subscribed and connected, and none for the same box twice', () => {
+    const { client, fake } = setup({ topics: ['map_updates'] });
+    client.connect();
+    fake.last().open();
+    client.setViewport(BOX);
+    client.setViewport({ ...BOX });
+    client.setViewport(null);
+    expect(viewports(fake.last())).toEqual([
+      { subscription_type: 'map_updates', bbox: BOX },
+      { subscription_type: 'map_updates', bbox: null },
+    ]);
+    expect(fake.last().ofType('subscribe')).toHaveLength(1);
+  });
+
+  it('only remembers the box while map_updates is not subscribed, then subscribes with it', () => {
+    const { client, fake } = setup({ topics: ['package_updates'] });
+    client.setViewport(BOX);
+    client.connect();
+    fake.last().open();
+    expect(viewports(fake.last())).toEqual([]);
+    client.subscribe('map_updates');
+    expect(fake.last().ofType('subscribe').map((m) => m.data)).toEqual([
+      { subscription_type: 'package_updates' },
+      { subscription_type: 'map_updates', bbox: BOX },
+    ]);
+    expect(viewports(fake.last())).toEqual([]);
+    expect(client.viewport).toEqual(BOX);
+  });
+
+  const bboxOf = (s: ReturnType<ReturnType<typeof fakeSockets>['last']>) => new globalThis.URL(s.url).searchParams.getAll('bbox');
+
+  it('resumes map_updates after a reconnect with since and the box in the URL: no subscribe, no viewport', () => {
+    const { client, fake } = setup({ topics: ['map_updates', 'package_updates'] });
+    client.connect();
+    fake.last().open();
+    client.setViewport(BOX);
+    fake.last().receive([event('map_update', 7), event('package_update', 3)]);
+    fake.last().serverClose(1006);
+    vi.runOnlyPendingTimers();
+    const s = fake.last();
+    expect(s.since()).toEqual(['package_updates:e1:3', 'map_updates:e1:7']);
+    expect(bboxOf(s)).toEqual(['-90,30,-80,45']);
+    s.open();
+    s.receive(welcome());
+    expect(s.ofType('subscribe')).toEqual([]);
+    expect(viewports(s)).toEqual([]);
+  });
+
+  it('resumes /ws/map from a stored position with the box in the URL from the first connect', () => {
+    // The endpoint subscribes map_updates itself: with since= and bbox= in the URL the
+    // bridge resumes it filtered before any live frame; nothing is sent after the welcome.
+    const { client, fake } = setup({
+      url: 'ws://bridge.test/ws/map',
+      topics: ['map_updates'],
+      positions: { map_updates: { offset: 1, epoch: 'e1' } },
+    });
+    client.setViewport(BOX);
+    client.connect();
+    const s = fake.last();
+    expect(s.since()).toEqual(['map_updates:e1:1']);
+    expect(bboxOf(s)).toEqual(['-90,30,-80,45']);
+    s.open();
+    s.receive(welcome(['map_updates', 'package_updates']));
+    expect(s.messages()).toEqual([]);
+  });
+
+  it('sends no box for the whole world, and a box set while connecting follows the welcome', () => {
+    const { client, fake } = setup({ url: 'ws://bridge.test/ws/map', token: 'tok' });
+    client.connect();
+    expect(bboxOf(fake.last())).toEqual([]);
+    fake.last().open();
+    client.setViewport(BOX); // not yet welcomed: the box cannot go out yet
+    expect(viewports(fake.last())).toEqual([]);
+    fake.last().receive(welcome(['map_updates', 'package_updates']));
+    expect(viewports(fake.last())).toEqual([{ subscription_type: 'map_updates', bbox: BOX }]);
+    expect(fake.last().ofType('subscribe')).toEqual([]);
+    // After a reconnect the URL carries it: the welcome needs nothing more.
+    fake.last().receive(event('map_update', 4));
+    fake.last().serverClose(1001);
+    vi.runOnlyPendingTimers();
+    const s = fake.last();
+    expect(s.since()).toEqual(['map_updates:e1:4']);
+    expect(bboxOf(s)).toEqual(['-90,30,-80,45']);
+    s.open();
+    s.receive(welcome(['map_updates', 'package_updates']));
+    expect(viewports(s)).toEqual([]);
+  });
+
+  it('moves a topic position forward with position frames: same epoch only, not dispatched', () => {
+    const { client, fake, frames } = setup({ topics: ['map_updates'] });
+    client.connect();
+    fake.last().open();
+    fake.last().receive(subscribed('map_updates', { offset: 3, epoch: 'e1' }));
+    const position = (offset: number, epoch = 'e1') => ({
+      type: 'position',
+      data: { subscription_type: 'map_updates', position: { offset, epoch } },
+      timestamp: TS,
+    });
+    const dispatched = frames.length;
+    // After the events of the same message, whatever their order in it.
+    fake.last().receive([event('map_update', 5), position(9), event('map_update', 12)]);
+    expect(client.positionOf('map_updates')).toEqual({ offset: 12, epoch: 'e1' });
+    fake.last().receive(position(20));
+    expect(client.positionOf('map_updates')).toEqual({ offset: 20, epoch: 'e1' });
+    fake.last().receive([position(15), position(30, 'e2')]); // older; another epoch
+    expect(client.positionOf('map_updates')).toEqual({ offset: 20, epoch: 'e1' });
+    fake.last().receive(event('map_update', 20)); // told: not delivered again
+    expect(client.stats.duplicatesDropped).toBe(1);
+    expect(frames.slice(dispatched).map((f) => f.type)).toEqual(['map_update', 'map_update']);
+    fake.last().receive({ type: 'position', data: { subscription_type: 'map_updates' }, timestamp: TS });
+    expect(frames.at(-1)).toMatchObject({ type: 'error', data: { code: 'client_invalid_frame' } });
+    fake.last().serverClose(1006);
+    vi.runOnlyPendingTimers();
+    expect(fake.last().since()).toEqual(['map_updates:e1:20']);
+  });
+
+  it('waits for the welcome before sending the box when it authenticates', () => {
+    const { client, fake } = setup({ topics: ['map_updates'], token: 'tok' });
+    client.connect();
+    fake.last().open();
+    client.setViewport(BOX);
+    expect(fake.last().messages().map((m) => m.type)).toEqual(['auth']);
+    fake.last().receive(welcome());
+    expect(fake.last().ofType('subscribe').map((m) => m.data)).toEqual([{ subscription_type: 'map_updates', bbox: BOX }]);
+  });
+
+  it('normalizes the box: latitudes clamped, longitudes wrapped, 360 degrees or more is every longitude', () => {
+    const { client } = setup();
+    client.setViewport({ west: -200, south: -95, east: -170, north: 91 });
+    expect(client.viewport).toEqual({ west: 160, south: -90, east: -170, north: 90 });
+    client.setViewport({ west: -300, south: 0, east: 100, north: 10 });
+    expect(client.viewport).toEqual({ west: -180, south: 0, east: 180, north: 10 });
+    client.setViewport({ west: 170, south: 0, east: -170, north: 10 });
+    expect(client.viewport).toEqual({ west: 170, south: 0, east: -170, north: 10 });
+    expect(() => client.setViewport({ west: Number.NaN, south: 0, east: 1, north: 1 })).toThrow(/bbox.west/);
+    expect(() => client.setViewport({ west: 0, south: 0, east: Infinity, north: 1 })).toThrow(/bbox.east/);
+    expect(() => client.setViewport({ west: 0, south: 5, east: 1, north: 1 })).toThrow(/bbox.south/);
+    expect(client.viewport).toEqual({ west: 170, south: 0, east: -170, north: 10 });
+  });
+
+  it('passes the bridge acknowledgement to listeners as a viewport frame', () => {
+    const { client, fake, frames } = setup({ topics: ['map_updates'] });
+    client.connect();
+    fake.last().open();
+    fake.last().receive({ type: 'viewport', data: { subscription_type: 'map_updates', bbox: BOX }, timestamp: TS });
+    expect(frames.at(-1)).toEqual({ type: 'viewport', data: { subscription_type: 'map_updates', bbox: BOX }, timestamp: TS });
+    expect(client.stats.unknownFramesIgnored).toBe(0);
   });
 });

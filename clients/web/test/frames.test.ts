@@ -1,28 +1,41 @@
 /**
- * The TypeScript frame types against the protos: field names and order,
- * JSON kinds, enum values, and which event type travels on which topic.
- * A change to events.proto that the types do not follow fails here.
+ * The generated catalog (src/generated/catalog.ts, re-exported by frames.ts)
+ * against the protos parsed by protobufjs, independently of the generator:
+ * field names and order, JSON kinds, enum values, comments, and which event
+ * type travels on which topic. A change to events.proto that the generated
+ * file does not follow fails here (and `scripts/gen_protos.py --check`).
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, expectTypeOf, it } from 'vitest';
 import {
+  CATALOG,
   ENUMS,
   EVENT_TOPICS,
   EVENT_TYPES,
   PAYLOAD_SCHEMAS,
   TOPICS,
+  TOPIC_DELIVERY,
   decodeMessage,
+  type AgentActivity,
+  type AnomalyDetected,
+  type DashboardMetrics,
   type EventPayloads,
   type FieldKind,
+  type MapUpdate,
+  type Notification,
+  type PackageUpdate,
+  type PayloadFromSchema,
+  type SystemHealth,
 } from '../src/frames';
 import { SAMPLE } from './fakes';
 
 const PROTO_DIR = fileURLToPath(new URL('../../../protos/clearpath/realtime/v1/', import.meta.url));
 const PACKAGE = 'clearpath.realtime.v1';
 const source = readFileSync(`${PROTO_DIR}events.proto`, 'utf8');
-const root = protobuf.parse(source, { keepCase: true }).root;
+// alternateCommentMode: `//` comments become the `comment` of what follows them.
+const root = protobuf.parse(source, { keepCase: true, alternateCommentMode: true }).root;
 
 // Internal to the backend, never sent to browsers: bridges publish a canary to
 // themselves on TOPIC_CANARY to prove their own delivery path (/readyz), and drop
@@ -105,6 +118,100 @@ describe('frame types match events.proto', () => {
     for (const type of EVENT_TYPES) {
       expect(Object.keys(samples[type]).sort()).toEqual(Object.keys(PAYLOAD_SCHEMAS[type].fields).sort());
     }
+  });
+});
+
+/** A proto comment as the catalog carries it: on one line, runs of spaces made one. */
+function oneLine(comment: string | null): string {
+  return (comment ?? '').split(/\s+/).filter(Boolean).join(' ');
+}
+
+/** The JSON Schema type the codec writes for a scalar proto type. */
+function jsonType(field: protobuf.Field): string {
+  if (field.type === 'string') return 'string';
+  if (field.type === 'bool') return 'boolean';
+  if (field.type === 'double' || field.type === 'float') return 'number';
+  if (NUMBER_TYPES.has(field.type)) return 'integer';
+  return 'string'; // enums and Timestamps are strings
+}
+
+describe('CATALOG (the JSON of GET /ws/schema) matches events.proto', () => {
+  it('lists the subscription types in enum order, each with its event type and delivery class', () => {
+    const topic = root.lookupEnum(`${PACKAGE}.Topic`);
+    expect(CATALOG.subscription_types.map((s) => s.proto_name)).toEqual(
+      Object.keys(topic.values).filter((n) => n !== 'TOPIC_UNSPECIFIED' && !INTERNAL_TOPICS.has(n)),
+    );
+    for (const s of CATALOG.subscription_types) {
+      expect(s.number).toBe(topic.values[s.proto_name]);
+      expect(s.description).toBe(oneLine(topic.comments[s.proto_name] ?? null));
+      expect(EVENT_TOPICS[s.event_type]).toBe(s.name);
+      expect(TOPIC_DELIVERY[s.name]).toBe(s.delivery_class);
+      // Never-drop classes are never conflated.
+      if (s.delivery_class !== 'latest') expect(s.conflation_key).toBeNull();
+    }
+    expect(CATALOG.subscription_types.map((s) => s.name)).toEqual([...TOPICS]);
+  });
+
+  for (const event of CATALOG.event_types) {
+    it(`${event.name}: every field with its number, JSON type, enum values and comment`, () => {
+      const message = root.lookupType(`${PACKAGE}.${event.message}`);
+      expect(event.description).toBe(oneLine(message.comment));
+      const protoFields = [...message.fieldsArray].sort((a, b) => a.id - b.id);
+      expect(event.fields.map((f) => [f.name, f.number])).toEqual(protoFields.map((f) => [f.name, f.id]));
+      for (const [i, field] of protoFields.entries()) {
+        const entry = event.fields[i]!;
+        expect(entry.json_type, `${event.message}.${field.name}`).toBe(jsonType(field));
+        expect(entry.description).toBe(oneLine(field.comment));
+        expect(entry.required).toBe(true);
+        const kind = jsonKind(field);
+        expect(entry.nullable).toBe(kind === 'timestamp');
+        expect(entry.format).toBe(kind === 'timestamp' ? 'date-time' : null);
+        if (typeof kind === 'object') {
+          expect(entry.proto_type).toBe(kind.enum);
+          expect(entry.enum).toEqual(jsonEnumValues(root.lookupEnum(`${PACKAGE}.${kind.enum}`)));
+        } else {
+          expect(entry.enum).toBeNull();
+          expect(entry.proto_type).toBe(field.type);
+        }
+      }
+    });
+  }
+
+  it('has every enum of events.proto with its values, numbers and comments', () => {
+    const enums = root.lookup(PACKAGE) as protobuf.Namespace;
+    const names = enums.nestedArray.filter((n) => n instanceof protobuf.Enum).map((n) => n.name);
+    expect(Object.keys(CATALOG.enums)).toEqual(names);
+    expect(Object.keys(ENUMS)).toEqual(names);
+    for (const name of names) {
+      const e = root.lookupEnum(`${PACKAGE}.${name}`);
+      const entry = CATALOG.enums[name as keyof typeof CATALOG.enums];
+      expect(entry.description).toBe(oneLine(e.comment));
+      expect(entry.values.map((v) => v.name)).toEqual(jsonEnumValues(e));
+      for (const v of entry.values) {
+        expect(v.number).toBe(e.values[v.proto_name]);
+        expect(v.description).toBe(oneLine(e.comments[v.proto_name] ?? null));
+      }
+    }
+  });
+
+  it('describes the envelope with StreamPosition as the position', () => {
+    const names = CATALOG.envelope.fields.map((f) => f.name);
+    expect(names).toEqual(['type', 'subscription_type', 'id', 'position', 'data', 'timestamp', 'published_at', 'traceparent']);
+    const position = CATALOG.envelope.fields.find((f) => f.name === 'position')!;
+    const proto = root.lookupType(`${PACKAGE}.StreamPosition`);
+    expect(position.fields?.map((f) => [f.name, f.json_type])).toEqual(proto.fieldsArray.map((f) => [f.name, jsonType(f)]));
+    expect(CATALOG.envelope.fields[0]!.enum).toEqual(EVENT_TYPES);
+  });
+
+  it('the generated interfaces are exactly what the generated schemas describe', () => {
+    // Checked by the compiler (tsc includes this file); vitest runs them as no-ops.
+    expectTypeOf<PayloadFromSchema<'package_update'>>().toEqualTypeOf<PackageUpdate>();
+    expectTypeOf<PayloadFromSchema<'anomaly_detected'>>().toEqualTypeOf<AnomalyDetected>();
+    expectTypeOf<PayloadFromSchema<'dashboard_metrics'>>().toEqualTypeOf<DashboardMetrics>();
+    expectTypeOf<PayloadFromSchema<'notification'>>().toEqualTypeOf<Notification>();
+    expectTypeOf<PayloadFromSchema<'map_update'>>().toEqualTypeOf<MapUpdate>();
+    expectTypeOf<PayloadFromSchema<'agent_activity'>>().toEqualTypeOf<AgentActivity>();
+    expectTypeOf<PayloadFromSchema<'system_health'>>().toEqualTypeOf<SystemHealth>();
   });
 });
 

@@ -2,7 +2,7 @@
 import { act, cleanup, render, screen } from '@testing-library/react';
 import { useState } from 'react';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import type { ServerFrame, Topic } from '../src/frames';
+import type { BoundingBox, ServerFrame, Topic } from '../src/frames';
 import { RealtimeProvider, useWebSocket } from '../src/react';
 import { ClientRegistry } from '../src/registry';
 import type { Gap } from '../src/positions';
@@ -244,5 +244,104 @@ describe('useWebSocket token', () => {
     act(() => fake.last().open());
     expect(fake.sockets).toHaveLength(2);
     expect(fake.last().tokens()).toEqual([{ type: 'auth', token: 'jwt-B' }]);
+  });
+});
+
+describe('useWebSocket viewport', () => {
+  const BOX = { west: -90, south: 30, east: -80, north: 45 };
+
+  function MapWidget(props: { url?: string; seen: ((bbox: BoundingBox | null) => void)[] }) {
+    const ws = useWebSocket({ url: props.url ?? URL, topics: ['map_updates'], trackLastMessage: false });
+    props.seen.push(ws.setViewport);
+    return <button data-testid="pan" onClick={() => ws.setViewport(BOX)} />;
+  }
+
+  it('exposes a stable setViewport that moves the shared client’s box', () => {
+    const { fake, registry } = setup();
+    const seen: ((bbox: BoundingBox | null) => void)[] = [];
+    const { rerender } = render(
+      <RealtimeProvider registry={registry}>
+        <MapWidget seen={seen} />
+      </RealtimeProvider>,
+    );
+    act(() => fake.last().open());
+    act(() => screen.getByTestId('pan').click());
+    rerender(
+      <RealtimeProvider registry={registry}>
+        <MapWidget seen={seen} />
+      </RealtimeProvider>,
+    );
+    expect(new Set(seen).size).toBe(1);
+    expect(fake.last().ofType('viewport').map((m) => m.data)).toEqual([{ subscription_type: 'map_updates', bbox: BOX }]);
+    expect(registry.peek(URL)?.viewport).toEqual(BOX);
+  });
+
+  it('applies the box again to the client of a new URL', () => {
+    const { fake, registry } = setup();
+    const seen: ((bbox: BoundingBox | null) => void)[] = [];
+    const { rerender } = render(
+      <RealtimeProvider registry={registry}>
+        <MapWidget seen={seen} />
+      </RealtimeProvider>,
+    );
+    act(() => fake.last().open());
+    act(() => screen.getByTestId('pan').click());
+    const other = 'ws://bridge.test/ws/map';
+    rerender(
+      <RealtimeProvider registry={registry}>
+        <MapWidget url={other} seen={seen} />
+      </RealtimeProvider>,
+    );
+    expect(registry.peek(other)?.viewport).toEqual(BOX);
+    act(() => fake.last().open());
+    act(() => fake.last().receive(welcome(['map_updates', 'package_updates'])));
+    // The new socket was made before the box came back: it goes with the subscribe.
+    const s = fake.last();
+    expect(new globalThis.URL(s.url).searchParams.get('bbox')).toBeNull();
+    expect(s.ofType('subscribe').map((m) => m.data)).toEqual([{ subscription_type: 'map_updates', bbox: BOX }]);
+    expect(s.ofType('viewport')).toEqual([]);
+  });
+
+  it('refuses a bad box to the caller, keeps the last good one, and never throws while rendering', () => {
+    const { fake, registry } = setup();
+    let caught: unknown = null;
+    const BAD = { west: 0, south: 50, east: 10, north: 40 };
+    function Pan(props: { url: string }) {
+      const ws = useWebSocket({ url: props.url, topics: ['map_updates'], trackLastMessage: false });
+      return (
+        <>
+          <button data-testid="good" onClick={() => ws.setViewport(BOX)} />
+          <button
+            data-testid="bad"
+            onClick={() => {
+              try {
+                ws.setViewport(BAD);
+              } catch (error) {
+                caught = error;
+              }
+            }}
+          />
+        </>
+      );
+    }
+    const { rerender } = render(
+      <RealtimeProvider registry={registry}>
+        <Pan url={URL} />
+      </RealtimeProvider>,
+    );
+    act(() => fake.last().open());
+    act(() => screen.getByTestId('good').click());
+    act(() => screen.getByTestId('bad').click());
+    expect(caught).toBeInstanceOf(RangeError);
+    expect(String(caught)).toMatch(/bbox.south/);
+    const other = 'ws://bridge.test/ws/map';
+    expect(() =>
+      rerender(
+        <RealtimeProvider registry={registry}>
+          <Pan url={other} />
+        </RealtimeProvider>,
+      ),
+    ).not.toThrow();
+    expect(registry.peek(other)?.viewport).toEqual(BOX);
   });
 });

@@ -32,7 +32,7 @@ export function App(props: {
   const { ws, state } = useDashboardFeed(props.endpoint, props.initialTopics, props.token);
   // Polled while the socket is open only: a bridge that is down is not asked every 5 s.
   const readiness = useReadiness(ws.status.state === 'connected' ? props.readyzUrl : undefined, props.fetchFn);
-  const { subscribe, unsubscribe, reconnect } = ws;
+  const { subscribe, unsubscribe, reconnect, setViewport } = ws;
   const onToggle = useCallback((topic: Topic, on: boolean) => (on ? subscribe(topic) : unsubscribe(topic)), [subscribe, unsubscribe]);
   const [dismissed, setDismissed] = useState<Gap | null>(null);
   const gap = ws.lastGap === dismissed ? null : ws.lastGap;
@@ -56,7 +56,7 @@ export function App(props: {
       <MetricCards metrics={state.metrics} at={state.metricsAt} />
       <main className="grid">
         <div className="col-main">
-          <PackageMap points={state.points} />
+          <PackageMap points={state.points} onViewport={setViewport} confirmedViewport={state.viewport} />
           <PackageTable order={state.packageOrder} packages={state.packages} limit={LIMITS.packages} />
         </div>
         <div className="col-side">

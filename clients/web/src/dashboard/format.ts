@@ -10,7 +10,9 @@ export function connectionLabel(status: ConnectionStatus): string {
     case 'connected':
       return 'Connected';
     case 'reconnecting':
-      return `Reconnecting (attempt ${status.attempt}/${status.maxAttempts})…`;
+      return Number.isFinite(status.maxAttempts)
+        ? `Reconnecting (attempt ${status.attempt}/${status.maxAttempts})…`
+        : `Reconnecting (attempt ${status.attempt})…`;
     case 'failed':
       return 'Disconnected: gave up';
     case 'closed':

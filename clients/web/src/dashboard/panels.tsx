@@ -252,6 +252,7 @@ const GAP_TEXT: Record<GapReason, string> = {
   epoch_changed: "the server's history was reset",
   history_trimmed: 'the server no longer had every event missed',
   position_ahead: 'the position resumed from was ahead of the server',
+  already_live: 'the topic was already live on this connection when it asked to resume',
 };
 
 /** Shown once the client reports a gap: events of a topic were lost to this page. */

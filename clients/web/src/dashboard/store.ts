@@ -9,6 +9,7 @@ import type {
   AgentActivity,
   AnomalyDetected,
   AnyEventFrame,
+  BoundingBox,
   DashboardMetrics,
   Notification,
   PackageStatus,
@@ -97,6 +98,8 @@ export interface DashboardState {
   /** Delivery latency samples of the last events (see latency.ts), oldest first. */
   latency: readonly LatencySample[];
   latencyStats: LatencyStats;
+  /** The map_updates box the bridge last confirmed (a `viewport` frame); null: the whole world. */
+  viewport: BoundingBox | null;
 }
 
 export function initialState(): DashboardState {
@@ -120,6 +123,7 @@ export function initialState(): DashboardState {
     eventsPerSecond: 0,
     latency: [],
     latencyStats: NO_LATENCY,
+    viewport: null,
   };
 }
 
@@ -154,6 +158,12 @@ export function summarize(frame: ServerFrame): string {
       return `${frame.data.code}: ${frame.data.message}`;
     case 'refreshed':
       return 'token refreshed';
+    case 'viewport': {
+      const b = frame.data.bbox;
+      return `${frame.data.subscription_type} area: ${b ? `${b.west}, ${b.south} to ${b.east}, ${b.north}` : 'whole world'}`;
+    }
+    case 'conflated':
+      return `${frame.data.subscription_type}: ${frame.data.skipped} superseded events skipped (behind; the latest of each follows)`;
   }
 }
 
@@ -254,6 +264,9 @@ export function applyFrames(
         };
         break;
       }
+      case 'viewport':
+        if (frame.data.subscription_type === 'map_updates') next.viewport = frame.data.bbox;
+        break;
       case 'error':
         next.errorCount += 1;
         next.lastError = { code: frame.data.code, message: frame.data.message, timestamp: frame.timestamp };
