@@ -42,13 +42,40 @@ class Params:
     g1_concurrency: int = 8
     g2_concurrency: int = 2
     #: G2's publisher stays at most this many events ahead of the slowest stream
-    #: (below the core's default per-subscriber queue of 4096 events).
-    g2_ahead: int = 500
+    #: (below the core's default per-subscriber queue of 4096 events). It also caps
+    #: what G2 can show: the slowest stream is reported every 20 ms, so at most
+    #: about g2_ahead / 0.02 s events/s (500 capped one stream at ~25k/s, under
+    #: the raw ceiling it is compared with).
+    g2_ahead: int = 2000
     latency_conns: int = 100
     # W2 delivers ~10x more per connection than W1: latency is read on fewer
     # connections, so reading it does not make the load generator the bottleneck
     w2_latency_conns: int = 10
     settle_s: float = 0.5
+    # W2w: W2 with the publisher allowed this many events ahead of the slowest subscriber
+    w2w_ahead: int = 20_000
+    # W6: catch-up. Subscribers resume from a position w6_back events back while a
+    # paced live publisher goes on until every subscriber caught up, at most
+    # w6_limit_s; caught up = every back event read
+    # and the newest event read is less than w6_fresh_ms old.
+    w6_subscribers: int = 100
+    w6_back: int = 10_000
+    w6_live_rate: float = 200.0
+    w6_limit_s: float = 60.0
+    w6_fresh_ms: float = 250.0
+    # L1: alerts under a map flood. l1_slowed of l1_subscribers read at most
+    # l1_slow_bytes_per_s; map_updates flood at l1_map_rate events/s (batches of
+    # l1_map_batch over l1_map_keys package ids); one anomaly every l1_alert_every_s.
+    l1_subscribers: int = 50
+    l1_slowed: int = 10
+    l1_slow_bytes_per_s: int = 128 * 1024
+    l1_map_rate: float = 2_000.0
+    l1_map_batch: int = 100
+    l1_map_keys: int = 1000
+    l1_alert_every_s: float = 0.1
+    l1_duration_s: float = 8.0
+    #: Which of ``bench.alerts.VARIANTS`` to run (each on a fresh server).
+    l1_variants: tuple[str, ...] = ("lanes", "no lanes", "no conflation")
 
 
 def full() -> Params:
@@ -92,4 +119,12 @@ def quick() -> Params:
         g2_batch=100,
         drain_s=2.0,
         quiet_s=0.5,
+        w6_subscribers=10,
+        w6_back=2000,
+        w6_limit_s=6.0,
+        l1_subscribers=10,
+        l1_slowed=3,
+        l1_map_rate=1000.0,
+        l1_duration_s=1.5,
+        l1_variants=("lanes",),
     )

@@ -17,9 +17,13 @@ __all__ = [
     "MARKER",
     "MARKER_RE",
     "PLACEHOLDER",
+    "anomaly_publish_request",
     "grpc_publish_request",
     "grpc_stream_message",
     "json_event",
+    "map_publish_requests",
+    "nats_publish",
+    "newest_stamp",
     "stamp",
 ]
 
@@ -32,6 +36,18 @@ def stamp(template: bytes, now_ns: int | None = None) -> bytes:
     """Return ``template`` with every placeholder replaced by the current time in ns."""
     ns = time.time_ns() if now_ns is None else now_ns
     return template.replace(PLACEHOLDER, MARKER + b"%019d" % ns)
+
+
+def newest_stamp(buf: bytes | bytearray) -> int:
+    """The wall-clock ns of the last complete marker in ``buf``; 0 if there is none."""
+    end = len(buf)
+    width = len(PLACEHOLDER)
+    while (at := buf.rfind(MARKER, 0, end)) >= 0:
+        digits = buf[at + len(MARKER) : at + width]
+        if len(digits) == width - len(MARKER) and digits.isdigit():
+            return int(digits)
+        end = at
+    return 0
 
 
 def json_event(seq: int = 42) -> bytes:
@@ -92,3 +108,62 @@ def grpc_stream_message() -> bytes:
     event.timestamp.CopyFrom(Timestamp(seconds=1_795_684_364, nanos=123_456_789))
     event.position.CopyFrom(events_pb2.StreamPosition(offset=42, epoch="e1a2b3c4d5e6f708"))
     return bytes(service_pb2.SubscribeResponse(event=event).SerializeToString())
+
+
+def map_publish_requests(batch: int, keys: int) -> list[bytes]:
+    """Serialized ``PublishRequest`` s of ``batch`` map updates each, **without** the
+    latency marker, cycling over ``keys`` package ids: ``ceil(keys / batch)`` requests
+    that together name every id once (a flood of latest-state events to conflate)."""
+    from clearpath.realtime.v1 import events_pb2, service_pb2
+
+    out = []
+    for first in range(0, max(1, keys), batch):
+        events = [
+            events_pb2.Event(
+                topic=events_pb2.TOPIC_MAP_UPDATES,
+                map_update=events_pb2.MapUpdate(
+                    package_id=f"pkg-{(first + i) % max(1, keys):08d}",
+                    vehicle_id="truck-042",
+                    latitude=41.8781 + i * 1e-4,
+                    longitude=-87.6298,
+                    heading=90.0,
+                    speed_kmh=62.5,
+                    route_id="route-7",
+                    next_stop="Chicago Distribution Center",
+                    status=events_pb2.PACKAGE_STATUS_IN_TRANSIT,
+                ),
+            )
+            for i in range(batch)
+        ]
+        out.append(bytes(service_pb2.PublishRequest(events=events).SerializeToString()))
+    return out
+
+
+def anomaly_publish_request() -> bytes:
+    """A serialized ``PublishRequest`` of one anomaly whose ``description`` carries the
+    latency placeholder (an alert: the only event of L1 that is timed)."""
+    from clearpath.realtime.v1 import events_pb2, service_pb2
+
+    event = events_pb2.Event(
+        topic=events_pb2.TOPIC_ANOMALIES,
+        anomaly_detected=events_pb2.AnomalyDetected(
+            package_id="pkg-00000042",
+            anomaly_type=events_pb2.ANOMALY_TYPE_DELAYED_DELIVERY,
+            severity=events_pb2.SEVERITY_HIGH,
+            description="Package delayed by 4 hours " + PLACEHOLDER.decode(),
+            recommended_action="reroute_through_alternative_center",
+            confidence_score=0.87,
+        ),
+    )
+    return bytes(service_pb2.PublishRequest(events=[event]).SerializeToString())
+
+
+def nats_publish(subject: str, batch: int) -> bytes:
+    """``batch`` NATS ``PUB`` commands of :func:`json_event` (the ~300-byte frame the
+    clearpath targets deliver), then ``PING``: the server's ``PONG`` says it has
+    processed them. Stamping keeps every length (the placeholder has the marker's)."""
+    out = bytearray()
+    for i in range(batch):
+        payload = json_event(i)
+        out += b"PUB %s %d\r\n%s\r\n" % (subject.encode(), len(payload), payload)
+    return bytes(out + b"PING\r\n")

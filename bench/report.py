@@ -115,6 +115,7 @@ def _md_w12(summary: list[dict[str, Any]], workload: str, title: str) -> list[st
                 _ratio(m.get("deliveries_per_s"), base.get("deliveries_per_s")),
                 _fmt(m.get("published_per_s")),
                 _fmt(m.get("lost")),
+                _fmt(m.get("cut_off")),
                 _fmt(m.get("p50_ms"), 1),
                 _fmt(m.get("p90_ms"), 1),
                 _fmt(m.get("p99_ms"), 1),
@@ -134,6 +135,7 @@ def _md_w12(summary: list[dict[str, Any]], workload: str, title: str) -> list[st
         "x naive",
         "published ev/s",
         "lost",
+        "cut off",
         "p50 ms",
         "p90 ms",
         "p99 ms",
@@ -146,6 +148,91 @@ def _md_w12(summary: list[dict[str, Any]], workload: str, title: str) -> list[st
         "unread KiB",
     ]
     return [f"### {title}", "", *_table(header, rows), ""]
+
+
+def _md_w6(summary: list[dict[str, Any]]) -> list[str]:
+    rows_in = _by(summary, "W6")
+    if not rows_in:
+        return []
+    rows = []
+    for s in rows_in:
+        m = s["median"]
+        rows.append(
+            [
+                f"`{s['target']}`",
+                s["variant"],
+                f"{_fmt(m.get('caught_up'))} / {_fmt(m.get('subscribers'))}",
+                _fmt(m.get("back_read_p50_ms")),
+                _fmt(m.get("catchup_p50_ms")),
+                _fmt(m.get("catchup_p99_ms")),
+                _fmt(m.get("per_sub_catchup_ev_s")),
+                _fmt(m.get("total_catchup_ev_s")),
+                _fmt(m.get("lost")),
+                _fmt(m.get("cut_off")),
+                _fmt(m.get("recovered_false")),
+                _fmt(m.get("server_cpu_pct")),
+                _fmt(m.get("server_core_others_pct")),
+            ]
+        )
+    header = [
+        "target",
+        "load",
+        "caught up",
+        "back read p50 ms",
+        "caught up p50 ms",
+        "caught up p99 ms",
+        "per subscriber ev/s",
+        "total ev/s",
+        "lost",
+        "cut off",
+        "recovered false",
+        "server CPU %",
+        "others on server core %",
+    ]
+    title = "### W6: catch-up, subscribers resuming from far back while events go on"
+    return [title, "", *_table(header, rows), ""]
+
+
+def _md_l1(summary: list[dict[str, Any]]) -> list[str]:
+    rows_in = _by(summary, "L1")
+    if not rows_in:
+        return []
+    rows = []
+    for s in rows_in:
+        m = s["median"]
+        rows.append(
+            [
+                f"`{s['target']}`",
+                s["variant"],
+                *(_fmt(m.get(f"fast_{k}"), 1) for k in ("p50_ms", "p99_ms", "max_ms")),
+                *(_fmt(m.get(f"slow_{k}"), 1) for k in ("p50_ms", "p99_ms", "max_ms")),
+                f"{_fmt(m.get('fast_alerts_lost'))} / {_fmt(m.get('slow_alerts_lost'))}",
+                _fmt(m.get("map_deliveries_per_s")),
+                _fmt(m.get("slow_map_per_sub_s")),
+                _fmt(m.get("slow_conflated_frames")),
+                f"{_fmt(m.get('fast_cut_off'))} / {_fmt(m.get('slow_cut_off'))}",
+                _fmt(m.get("server_cpu_pct")),
+                _fmt(m.get("server_core_others_pct")),
+            ]
+        )
+    header = [
+        "target",
+        "run",
+        "fast p50 ms",
+        "fast p99 ms",
+        "fast max ms",
+        "slowed p50 ms",
+        "slowed p99 ms",
+        "slowed max ms",
+        "alerts missing fast / slowed",
+        "map deliveries/s",
+        "map/s per slowed",
+        "conflated frames (slowed)",
+        "cut off fast / slowed",
+        "server CPU %",
+        "others on server core %",
+    ]
+    return ["### L1: alert latency under a map flood", "", *_table(header, rows), ""]
 
 
 def _md_w3(summary: list[dict[str, Any]]) -> list[str]:
@@ -278,7 +365,10 @@ def to_markdown(doc: dict[str, Any]) -> str:
     summary = doc["summary"]
     lines += _md_w12(summary, "W1", "W1: fan-out at a paced rate (offered deliveries/s in `load`)")
     lines += _md_w12(summary, "W2", "W2: fan-out, publisher as fast as delivered")
+    lines += _md_w12(summary, "W2w", "W2w: W2 with the publisher up to 20,000 events ahead")
     lines += _md_w3(summary)
+    lines += _md_w6(summary)
+    lines += _md_l1(summary)
     lines += _md_g1(summary)
     lines += _md_g2(summary)
     lines += [

@@ -22,14 +22,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import config
+from bench import config, scale_config, scale_report
 from bench.report import Run, summarize, write_results
 from bench.sysinfo import machine_info, plan_cpus, raise_nofile_limit
 from bench.targets import Target, get_targets
 from bench.targets.base import TargetFailed, TargetUnavailable
 from bench.workloads import WORKLOADS, Context, run_workload
 
-__all__ = ["main"]
+__all__ = ["main", "plan_runs"]
 
 _RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -46,7 +46,34 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--budget", type=float, default=None, help="skip runs past this many seconds")
     ap.add_argument("--out", type=Path, default=None, help="results folder")
     ap.add_argument("--name", default=None, help="results file stem (default: date and mode)")
+    ap.add_argument(
+        "--scale",
+        default="",
+        help="W4/W5 sizes, KEY=VALUE,... over the mode's (bench/scale_config.py), "
+        "e.g. w4_connections=5000,w5_clients=1000",
+    )
     return ap.parse_args(argv)
+
+
+def plan_runs(
+    workloads: list[str], targets: list[Target], *, breadth_first: bool
+) -> list[tuple[str, Target]]:
+    """The (workload, target) runs of one repeat, in order.
+
+    Workload after workload, each against every target that takes part in it
+    (targets interleaved). ``breadth_first`` (``--quick``): round after round
+    instead, every workload against its first target (``clearpath`` first) before any
+    against its second, so a spent time budget skips comparisons, never a workload.
+    """
+    takers = [[t for t in targets if w in t.workloads] for w in workloads]
+    if not breadth_first:
+        return [(w, t) for w, ts in zip(workloads, takers, strict=True) for t in ts]
+    ordered = [sorted(ts, key=lambda t: t.name != "clearpath") for ts in takers]
+    rounds = max((len(ts) for ts in ordered), default=0)
+    plan: list[tuple[str, Target]] = []
+    for i in range(rounds):
+        plan += [(w, ts[i]) for w, ts in zip(workloads, ordered, strict=True) if i < len(ts)]
+    return plan
 
 
 async def _probe(target: Target, ctx: Context) -> str:
@@ -68,13 +95,18 @@ async def _run_all(args: argparse.Namespace) -> dict[str, Any]:
     if cpus.loadgen:
         os.sched_setaffinity(0, cpus.loadgen)
     raise_nofile_limit()
-    ctx = Context(params, cpus, args.workers)
+    scale = scale_config.quick() if args.quick else scale_config.full()
+    try:
+        scale = scale_config.override(scale, args.scale)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    ctx = Context(params, cpus, args.workers, scale=scale)
     targets = get_targets([t for t in args.targets.split(",") if t])
     workloads = [w for w in (args.workloads.split(",") if args.workloads else WORKLOADS) if w]
     unknown = [w for w in workloads if w not in WORKLOADS]
     if unknown:
         raise SystemExit(f"unknown workload(s) {unknown}; known: {list(WORKLOADS)}")
-    budget = args.budget if args.budget is not None else (55.0 if args.quick else 900.0)
+    budget = args.budget if args.budget is not None else (90.0 if args.quick else 900.0)
     started = time.monotonic()
 
     status: dict[str, dict[str, str]] = {}
@@ -92,38 +124,37 @@ async def _run_all(args: argparse.Namespace) -> dict[str, Any]:
 
     runs: list[Run] = []
     for rep in range(1, repeat + 1):
-        for w in workloads:
-            for t in targets:
-                if w not in t.workloads or status[t.name]["status"] == "unavailable":
-                    continue
-                elapsed = time.monotonic() - started
-                if elapsed > budget:
-                    runs.append(Run(t.name, w, "", rep, "skipped", error="time budget spent"))
-                    continue
-                t_run = time.monotonic()
-                try:
-                    results = await run_workload(ctx, w, t)
-                except (TargetFailed, TargetUnavailable, RuntimeError, OSError) as exc:
-                    err = f"{type(exc).__name__}: {exc}"[:800]
-                    runs.append(Run(t.name, w, "", rep, "failed", error=err))
-                    status[t.name]["status"] = "failed"
-                    status[t.name]["reason"] = err
-                    print(f"[bench] {w} {t.name} #{rep}: FAILED {err}", flush=True)
-                    continue
-                except TimeoutError:
-                    err = f"{w} exceeded its time limit"
-                    runs.append(Run(t.name, w, "", rep, "failed", error=err))
-                    status[t.name]["status"] = "failed"
-                    status[t.name]["reason"] = err
-                    print(f"[bench] {w} {t.name} #{rep}: FAILED {err}", flush=True)
-                    continue
-                secs = round(time.monotonic() - t_run, 1)
-                for variant, metrics in results:
-                    runs.append(Run(t.name, w, variant, rep, "ok", metrics, seconds=secs))
-                    print(
-                        f"[bench] {w} {t.name} {variant} #{rep} ({secs}s): {_brief(metrics)}",
-                        flush=True,
-                    )
+        for w, t in plan_runs(workloads, targets, breadth_first=args.quick):
+            if status[t.name]["status"] == "unavailable":
+                continue
+            elapsed = time.monotonic() - started
+            if elapsed > budget:
+                runs.append(Run(t.name, w, "", rep, "skipped", error="time budget spent"))
+                continue
+            t_run = time.monotonic()
+            try:
+                results = await run_workload(ctx, w, t)
+            except (TargetFailed, TargetUnavailable, RuntimeError, OSError) as exc:
+                err = f"{type(exc).__name__}: {exc}"[:800]
+                runs.append(Run(t.name, w, "", rep, "failed", error=err))
+                status[t.name]["status"] = "failed"
+                status[t.name]["reason"] = err
+                print(f"[bench] {w} {t.name} #{rep}: FAILED {err}", flush=True)
+                continue
+            except TimeoutError:
+                err = f"{w} exceeded its time limit"
+                runs.append(Run(t.name, w, "", rep, "failed", error=err))
+                status[t.name]["status"] = "failed"
+                status[t.name]["reason"] = err
+                print(f"[bench] {w} {t.name} #{rep}: FAILED {err}", flush=True)
+                continue
+            secs = round(time.monotonic() - t_run, 1)
+            for variant, metrics in results:
+                runs.append(Run(t.name, w, variant, rep, "ok", metrics, seconds=secs))
+                print(
+                    f"[bench] {w} {t.name} {variant} #{rep} ({secs}s): {_brief(metrics)}",
+                    flush=True,
+                )
 
     cmd = "python -m bench " + " ".join(sys.argv[1:])
     return {
@@ -135,6 +166,7 @@ async def _run_all(args: argparse.Namespace) -> dict[str, Any]:
             "workers": args.workers,
             "repeat": repeat,
             "params": asdict(params),
+            "scale_params": asdict(scale),
             "command": cmd.strip(),
             "elapsed_s": round(time.monotonic() - started, 1),
         },
@@ -149,8 +181,13 @@ def _brief(m: dict[str, Any]) -> str:
         "deliveries_per_s",
         "published_per_s",
         "lost",
+        "cut_off",
         "p50_ms",
         "p99_ms",
+        "catchup_p50_ms",
+        "per_sub_catchup_ev_s",
+        "fast_p99_ms",
+        "slow_p99_ms",
         "rss_per_conn_kib",
         "events_per_s",
         "server_cpu_pct",
@@ -170,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (_RESULTS / "tmp" if args.quick else _RESULTS)
     stem = args.name or f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{doc['meta']['mode']}"
     mpath, jpath = write_results(doc, out, stem)
+    scale_report.add_tables(mpath, doc)
     print(f"[bench] wrote {mpath} and {jpath}", flush=True)
     code = 0
     for t in doc["targets"]:

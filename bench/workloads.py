@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from bench import scale_config
 from bench.config import Params
 from bench.loadgen.publisher import Publisher, PublishSpec, PublishStats, run_max, run_paced
 from bench.loadgen.workers import WorkerGroup
+from bench.scale import timeout_w4, w4
 from bench.stats import percentile
+from bench.storm import timeout_w5, w5
 from bench.sysinfo import CpuPlan, cores_busy, sample_tree
-from bench.targets.base import Endpoint, ServerProcess, Target, TargetFailed
+from bench.targets.base import Endpoint, ServerProcess, Target, TargetFailed, WsSpec
 
 __all__ = ["WORKLOADS", "Context", "Metrics", "run_workload"]
 
@@ -30,6 +33,21 @@ class Context:
     params: Params
     cpus: CpuPlan
     workers: int
+    #: W4's and W5's sizes (bench/scale_config.py).
+    scale: scale_config.ScaleParams = field(default_factory=scale_config.full)
+
+
+def ws_fields(ws: WsSpec, path: str | None = None) -> dict[str, Any]:
+    """A worker's config for WebSocket subscribers to ``ws`` (at ``path`` if given)."""
+    fields: dict[str, Any] = {
+        "host": ws.host,
+        "port": ws.port,
+        "path": ws.path if path is None else path,
+        "wait_first": ws.wait_first,
+    }
+    if ws.proto == "nats":
+        fields.update(ws_proto="nats", nats_subject=ws.subject)
+    return fields
 
 
 def _worker_cfg(ctx: Context, kind: str, **extra: Any) -> dict[str, Any]:
@@ -88,6 +106,7 @@ def _merge(results: list[dict[str, Any]], duration: float, expected_per_conn: in
         "lost": max(0, expected_per_conn * conns - received),
         "per_conn_min": min(int(r["per_conn_min"]) for r in results),
         "ended_early": sum(int(r["ended_early"]) for r in results),
+        "cut_off": sum(int(r.get("cut_off", 0)) for r in results),
         "loadgen_cpu_pct": round(loadgen_cpu, 1),
         "unread_kib_at_t1": round(sum(int(r["unread_at_t1_bytes"]) for r in results) / 1024, 1),
         "latency_samples": sum(int(r["latency_seen"]) for r in results),
@@ -185,7 +204,12 @@ async def _scrape(url: str, hz: float, times: list[float]) -> None:
 
 
 async def _ws_fanout(
-    ctx: Context, target: Target, n: int, rate: float | None, scrape_hz: float = 0
+    ctx: Context,
+    target: Target,
+    n: int,
+    rate: float | None,
+    scrape_hz: float = 0,
+    ahead: int | None = None,
 ) -> Metrics:
     p = ctx.params
     duration = p.w1_duration_s if rate is not None else p.w2_duration_s
@@ -198,10 +222,7 @@ async def _ws_fanout(
         cfg = _worker_cfg(
             ctx,
             "ws",
-            host=ep.ws.host,
-            port=ep.ws.port,
-            path=ep.ws.path,
-            wait_first=ep.ws.wait_first,
+            **ws_fields(ep.ws),
             sample_every=max(1, n // (p.latency_conns if rate is not None else p.w2_latency_conns)),
         )
         async with WorkerGroup(cfg, n, ctx.workers) as group:
@@ -215,7 +236,7 @@ async def _ws_fanout(
                 duration=duration,
                 batch=1 if rate is not None else p.w2_batch,
                 concurrency=p.w2_concurrency,
-                ahead=0 if rate is not None else p.w2_ahead,
+                ahead=0 if rate is not None else (p.w2_ahead if ahead is None else ahead),
             )
         if scraper is not None:
             scraper.cancel()
@@ -246,6 +267,28 @@ async def w2(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
     return [(variant, await _ws_fanout(ctx, target, p.w2_subscribers, None))]
 
 
+async def w2w(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
+    """W2 with the publisher allowed ``w2w_ahead`` events ahead of the slowest subscriber."""
+    p = ctx.params
+    variant = f"{p.w2_subscribers} subs, max, {p.w2w_ahead:,} ahead"
+    fanout = await _ws_fanout(ctx, target, p.w2_subscribers, None, ahead=p.w2w_ahead)
+    return [(variant, fanout)]
+
+
+async def w6(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
+    """W6, catch-up: see :mod:`bench.catchup`."""
+    from bench.catchup import run_w6
+
+    return await run_w6(ctx, target)
+
+
+async def l1(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
+    """L1, alerts under a map flood: see :mod:`bench.alerts`."""
+    from bench.alerts import run_l1
+
+    return await run_l1(ctx, target)
+
+
 async def _rss(pid: int) -> int:
     """Median of three RSS readings 100 ms apart."""
     values = []
@@ -263,10 +306,7 @@ async def w3(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
         cfg = _worker_cfg(
             ctx,
             "ws",
-            host=ep.ws.host,
-            port=ep.ws.port,
-            path=ep.ws.path,
-            wait_first=ep.ws.wait_first,
+            **ws_fields(ep.ws),
             sample_every=1,
         )
         async with WorkerGroup(cfg, n, ctx.workers) as group:
@@ -362,22 +402,38 @@ async def g2(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
     return out
 
 
-WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "G1": g1, "G2": g2}
+WORKLOADS = {
+    "W1": w1,
+    "W2": w2,
+    "W2w": w2w,
+    "W3": w3,
+    "W6": w6,
+    "L1": l1,
+    "G1": g1,
+    "G2": g2,
+    "W4": w4,
+    "W5": w5,
+}
 
 
-def timeout_for(workload: str, p: Params) -> float:
+def timeout_for(workload: str, p: Params, scale: scale_config.ScaleParams | None = None) -> float:
     """A hard limit for one workload run; past it the run is cancelled and killed."""
     per = {
         "W1": 2 * (p.w1_duration_s + p.drain_s + 90),
         "W2": p.w2_duration_s + p.drain_s + 60,
+        "W2w": p.w2_duration_s + p.drain_s + 60,
+        "W6": p.w6_limit_s + p.drain_s + 90 + p.w6_subscribers / 50,
+        "L1": len(p.l1_variants) * (p.l1_duration_s + p.drain_s + 60),
         "W3": 120 + p.w3_connections / 50,
         "G1": len(p.g1_batches) * (p.g1_duration_s + 70) + 30,
         "G2": len(p.g2_streams) * (p.g2_duration_s + p.drain_s + 40),
+        "W4": timeout_w4(scale or scale_config.full()),
+        "W5": timeout_w5(scale or scale_config.full()),
     }
     return per[workload]
 
 
 async def run_workload(ctx: Context, workload: str, target: Target) -> list[tuple[str, Metrics]]:
     return await asyncio.wait_for(
-        WORKLOADS[workload](ctx, target), timeout_for(workload, ctx.params)
+        WORKLOADS[workload](ctx, target), timeout_for(workload, ctx.params, ctx.scale)
     )

@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import aiohttp
 import grpc
 
-from bench.events import grpc_publish_request, json_event, stamp
+from bench.events import grpc_publish_request, json_event, nats_publish, stamp
+from bench.loadgen.nats import NatsConnection, NatsError
 
-__all__ = ["PublishSpec", "PublishStats", "Publisher", "run_max", "run_paced"]
+__all__ = ["PublishSpec", "PublishStats", "Publisher", "run_count", "run_max", "run_paced"]
 
 
 def _cpu_s() -> float:
@@ -30,9 +31,10 @@ def _cpu_s() -> float:
 
 @dataclass(frozen=True)
 class PublishSpec:
-    """Where and how a target accepts events: HTTP POST of one JSON event, or gRPC."""
+    """Where and how a target accepts events: HTTP POST of one JSON event, gRPC
+    ``Publish``, or NATS ``PUB`` on ``path`` (the subject) over TCP."""
 
-    kind: Literal["http", "grpc"]
+    kind: Literal["http", "grpc", "nats"]
     host: str
     port: int
     path: str
@@ -53,16 +55,35 @@ class PublishStats:
 
 
 class Publisher:
-    """A connection to one target's publish path."""
+    """A connection to one target's publish path.
 
-    def __init__(self, spec: PublishSpec, batch: int, concurrency: int) -> None:
+    Each call sends ``batch`` events (one for HTTP). ``templates`` (gRPC only)
+    replaces the package-update request: calls cycle through them in turn, and
+    ``batch`` must be the number of events each one holds.
+    """
+
+    def __init__(
+        self,
+        spec: PublishSpec,
+        batch: int,
+        concurrency: int,
+        templates: Sequence[bytes] = (),
+    ) -> None:
         self.spec = spec
         self.batch = 1 if spec.kind == "http" else batch
-        self.template = json_event() if spec.kind == "http" else grpc_publish_request(batch)
+        if spec.kind == "http":
+            self._templates = [json_event()]
+        elif spec.kind == "nats":
+            self._templates = [nats_publish(spec.path, batch)]
+        else:
+            self._templates = list(templates) or [grpc_publish_request(batch)]
+        self.template = self._templates[0]
+        self._next = 0
         self._concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] | None = None
+        self._nats: NatsConnection | None = None
 
     async def __aenter__(self) -> Publisher:
         s = self.spec
@@ -73,6 +94,9 @@ class Publisher:
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=60),
             )
+        elif s.kind == "nats":
+            self._nats = NatsConnection(s.host, s.port)
+            await self._nats.open()
         else:
             self._channel = grpc.aio.insecure_channel(f"{s.host}:{s.port}")
             self._call = self._channel.unary_unary(s.path)
@@ -84,10 +108,18 @@ class Publisher:
             await self._session.close()
         if self._channel is not None:
             await self._channel.close(None)
+        if self._nats is not None:
+            await self._nats.close()
 
-    async def publish(self, now_ns: int | None = None) -> None:
-        """Publish one call's worth of events; raise on any failure."""
-        body = stamp(self.template, now_ns)
+    async def publish(self, now_ns: int | None = None) -> bytes:
+        """Publish one call's worth of events; return the gRPC response (b"" for the
+        others); raise on any failure."""
+        template = self._templates[self._next]
+        self._next = (self._next + 1) % len(self._templates)
+        body = stamp(template, now_ns)
+        if self._nats is not None:
+            await self._nats.request(body)
+            return b""
         if self._session is not None:
             async with self._session.post(
                 self.spec.path, data=body, headers={"content-type": "application/json"}
@@ -95,16 +127,23 @@ class Publisher:
                 await resp.read()
                 if resp.status >= 300:
                     raise RuntimeError(f"HTTP {resp.status}")
-        else:
-            assert self._call is not None
-            await self._call(body, timeout=60)
+            return b""
+        assert self._call is not None
+        return bytes(await self._call(body, timeout=60))
 
 
 async def _one(pub: Publisher, stats: PublishStats) -> None:
     stats.issued_events += pub.batch
     try:
         await pub.publish()
-    except (TimeoutError, grpc.aio.AioRpcError, aiohttp.ClientError, RuntimeError) as exc:
+    except (
+        TimeoutError,
+        grpc.aio.AioRpcError,
+        aiohttp.ClientError,
+        RuntimeError,
+        NatsError,
+        OSError,
+    ) as exc:
         stats.errors += 1
         if not stats.first_error:
             stats.first_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -120,8 +159,10 @@ async def run_paced(
     duration_s: float,
     max_in_flight: int,
     settle_s: float,
+    stop: Callable[[], bool] | None = None,
 ) -> PublishStats:
-    """Issue calls at ``rate``/s from ``t0_ns`` for ``duration_s``.
+    """Issue calls at ``rate``/s from ``t0_ns`` for ``duration_s`` (or until ``stop()``
+    says so: it is asked before each call).
 
     At most ``max_in_flight`` calls are outstanding; a call that must wait for a
     slot is issued late, and its lateness is recorded in ``lag_us``. After the
@@ -149,7 +190,7 @@ async def run_paced(
             await asyncio.sleep(delay)
         await sem.acquire()
         now = time.time_ns()
-        if now > end_ns:
+        if now > end_ns or (stop is not None and stop()):
             sem.release()
             break
         stats.lag_us.append(max(0, (now - due) // 1000))
@@ -197,6 +238,26 @@ async def run_max(
                 return
 
     await asyncio.wait_for(asyncio.gather(*(loop() for _ in range(concurrency))), duration_s + 65)
+    stats.elapsed_s = time.monotonic() - start
+    stats.cpu_s = _cpu_s() - cpu0
+    return stats
+
+
+async def run_count(pub: Publisher, calls: int, concurrency: int, limit_s: float) -> PublishStats:
+    """Make ``calls`` calls, ``concurrency`` at a time, as fast as they are accepted;
+    give up (TimeoutError) after ``limit_s``."""
+    stats = PublishStats()
+    cpu0 = _cpu_s()
+    start = time.monotonic()
+    todo = iter(range(calls))
+
+    async def loop() -> None:
+        for _ in todo:
+            await _one(pub, stats)
+            if stats.errors and not stats.calls:
+                return
+
+    await asyncio.wait_for(asyncio.gather(*(loop() for _ in range(concurrency))), limit_s)
     stats.elapsed_s = time.monotonic() - start
     stats.cpu_s = _cpu_s() - cpu0
     return stats

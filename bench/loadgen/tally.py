@@ -21,9 +21,11 @@ class Tally:
 
     The measurement window is ``[t0_ns, t1_ns]`` in wall-clock time of receipt;
     until :meth:`set_window` is called, events count as ``before_window``.
+    ``also`` are other byte strings to count (e.g. frames of an untimed topic):
+    ``also_total[i]`` and ``also_in_window[i]`` count ``also[i]``.
     """
 
-    def __init__(self, max_samples: int = 200_000) -> None:
+    def __init__(self, max_samples: int = 200_000, also: tuple[bytes, ...] = ()) -> None:
         self.t0_ns = 1 << 62
         self.t1_ns = 1 << 62
         self.total = 0
@@ -35,6 +37,9 @@ class Tally:
         self.max_latency_ns = 0
         self._max_samples = max_samples
         self._rng = random.Random(6)
+        self.also = also
+        self.also_total = [0] * len(also)
+        self.also_in_window = [0] * len(also)
 
     def set_window(self, t0_ns: int, t1_ns: int) -> None:
         self.t0_ns = t0_ns
@@ -42,6 +47,8 @@ class Tally:
 
     def feed(self, buf: bytes | bytearray, end: int, now_ns: int, sample: bool) -> int:
         """Count the events in ``buf[:end]`` received at ``now_ns``; return how many."""
+        if self.also:
+            self._count_also(buf, end, now_ns)
         n = buf.count(MARKER, 0, end)
         if not n:
             return 0
@@ -55,6 +62,14 @@ class Tally:
         if sample and now_ns >= self.t0_ns:
             self._sample(buf, end, now_ns)
         return n
+
+    def _count_also(self, buf: bytes | bytearray, end: int, now_ns: int) -> None:
+        in_window = self.t0_ns <= now_ns <= self.t1_ns
+        for i, word in enumerate(self.also):
+            k = buf.count(word, 0, end)
+            self.also_total[i] += k
+            if in_window:
+                self.also_in_window[i] += k
 
     def _sample(self, buf: bytes | bytearray, end: int, now_ns: int) -> None:
         lat = self.latencies

@@ -3,16 +3,25 @@
 Started by the harness as ``python -m bench.loadgen.worker '<config json>'``. It
 speaks one JSON object per line on stdin (commands) and stdout (replies):
 
-* ``{"cmd": "connect", "n": N}``: open N more connections; reply ``connected``.
+* ``{"cmd": "connect", "n": N}``: open N more connections; reply ``connected``
+  (``"path": P`` opens them on that WebSocket path instead of the configured one).
 * ``{"cmd": "window", "t0": ns, "t1": ns}``: count events received in [t0, t1]
   and read CPU time and unread socket bytes at both ends; from then on, report
-  ``{"event": "progress", "min": M}`` (the fewest events any connection has) every
-  20 ms, so a publisher can stay a bounded number of events ahead.
+  ``{"event": "progress", "min": M, "caught_up": C}`` (the fewest events any
+  connection the server has not cut off has; how many resuming connections caught
+  up) every 20 ms, so a publisher can stay a bounded number of events ahead.
 * ``{"cmd": "finish", "expect": E|null, "deadline": ns, "quiet_s": s}``: wait
   until every connection has E events, or nothing arrived for ``quiet_s``, or the
-  deadline; reply ``result`` and exit. ``{"cmd": "close"}`` replies at once.
+  deadline; reply ``result`` and exit. With ``"end_window": true`` a window still
+  open ends now (CPU and unread bytes are read now) instead of being waited for.
+  ``{"cmd": "close"}`` replies at once.
 
 The worker also exits by itself after ``max_lifetime_s`` or when stdin closes.
+
+WebSocket options in the config: ``ws_proto: "nats"`` (NATS inside the socket,
+subscribed to ``nats_subject``); ``read_bytes_per_s`` (slowed readers);
+``catchup_back`` and ``catchup_fresh_ms`` (note when each connection caught up
+after a resume); ``count_also`` (other strings to count, e.g. ``"map_update"``).
 """
 
 from __future__ import annotations
@@ -30,8 +39,13 @@ from typing import Any
 from bench.loadgen.h2_client import GrpcStreamSubscriber
 from bench.loadgen.tally import Tally
 from bench.loadgen.ws_client import WsSubscriber
+from bench.loadgen.ws_variants import (
+    CatchupWsSubscriber,
+    NatsWsSubscriber,
+    ThrottledWsSubscriber,
+)
 
-__all__ = ["main"]
+__all__ = ["least_events", "main"]
 
 Conn = WsSubscriber | GrpcStreamSubscriber
 
@@ -49,7 +63,7 @@ def _emit(obj: dict[str, Any]) -> None:
 class Worker:
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
-        self.tally = Tally()
+        self.tally = Tally(also=tuple(w.encode() for w in cfg.get("count_also", ())))
         self.conns: list[Conn] = []
         self.failed = 0
         self.errors: Counter[str] = Counter()
@@ -63,6 +77,23 @@ class Worker:
         cfg = self.cfg
         sample = index % max(1, int(cfg["sample_every"])) == 0
         if cfg["kind"] == "ws":
+            host, port, path, tally = cfg["host"], int(cfg["port"]), cfg["path"], self.tally
+            wait_first = bool(cfg.get("wait_first", False))
+            if cfg.get("ws_proto") == "nats":
+                return NatsWsSubscriber(
+                    host, port, path, tally, sample=sample, subject=cfg["nats_subject"]
+                )
+            if cfg.get("read_bytes_per_s"):
+                return ThrottledWsSubscriber(
+                    host, port, path, tally, sample=sample, wait_first_frame=wait_first,
+                    bytes_per_s=float(cfg["read_bytes_per_s"]),
+                )  # fmt: skip
+            if cfg.get("catchup_back"):
+                return CatchupWsSubscriber(
+                    host, port, path, tally, sample=sample, wait_first_frame=wait_first,
+                    back=int(cfg["catchup_back"]),
+                    fresh_ns=int(float(cfg.get("catchup_fresh_ms", 250)) * 1e6),
+                )  # fmt: skip
             return WsSubscriber(
                 cfg["host"],
                 int(cfg["port"]),
@@ -112,7 +143,10 @@ class Worker:
 
     async def progress(self) -> None:
         while True:
-            _emit({"event": "progress", "min": min((c.events for c in self.conns), default=0)})
+            caught_up = sum(
+                1 for c in self.conns if isinstance(c, CatchupWsSubscriber) and c.caught_up_ns
+            )
+            _emit({"event": "progress", "min": least_events(self.conns), "caught_up": caught_up})
             await asyncio.sleep(0.02)
 
     async def window(self, t0: int, t1: int) -> None:
@@ -120,6 +154,10 @@ class Worker:
         await asyncio.sleep(max(0.0, (t0 - time.time_ns()) / 1e9))
         self.cpu_t0 = _cpu_s()
         await asyncio.sleep(max(0.0, (t1 - time.time_ns()) / 1e9))
+        self.end_window()
+
+    def end_window(self) -> None:
+        """Read CPU time and unread socket bytes: the window's end."""
         self.cpu_t1 = _cpu_s()
         unread = [c.unread_bytes() for c in self.conns]
         self.unread_t1 = sum(unread)
@@ -143,7 +181,7 @@ class Worker:
         lat = list(t.latencies)
         if len(lat) > 50_000:
             lat = random.Random(6).sample(lat, 50_000)
-        ended = [c for c in self.conns if c.is_over()]
+        ended = [c for c in self.conns if c.is_over() or _cut_off(c)]
         reasons: Counter[str] = Counter()
         for c in ended:
             if isinstance(c, WsSubscriber):
@@ -155,6 +193,10 @@ class Worker:
             "connections": len(self.conns),
             "failed": self.failed,
             "ended_early": len(ended),
+            "cut_off": sum(1 for c in self.conns if _cut_off(c)),
+            "also_total": t.also_total,
+            "also_in_window": t.also_in_window,
+            "catchup": _catchups(self.conns),
             "end_reasons": dict(reasons.most_common(5)),
             "total": t.total,
             "before_window": t.before_window,
@@ -176,6 +218,34 @@ class Worker:
             c.close()
 
 
+def least_events(conns: list[Conn]) -> int:
+    """The fewest events any connection has, among those the server has not cut off
+    (a cut-off connection no longer holds the publisher back); among all if every
+    one was cut off; 0 without connections."""
+    live = [c.events for c in conns if not _cut_off(c)]
+    return min(live or [c.events for c in conns], default=0)
+
+
+def _cut_off(c: Conn) -> bool:
+    """Whether the server ended this connection (before the worker closed it)."""
+    return c.cut_off() if isinstance(c, WsSubscriber) else c.is_over()
+
+
+def _catchups(conns: list[Conn]) -> list[list[int]]:
+    """``[ms to caught up or -1, events then, events now, ms to the back events or -1]``
+    per resuming connection (ms from its connect)."""
+    return [
+        [
+            (c.caught_up_ns - c.opened_ns) // 1_000_000 if c.caught_up_ns else -1,
+            c.events_at_caught_up,
+            c.events,
+            (c.back_ns - c.opened_ns) // 1_000_000 if c.back_ns else -1,
+        ]
+        for c in conns
+        if isinstance(c, CatchupWsSubscriber)
+    ]
+
+
 async def _serve(cfg: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -190,12 +260,18 @@ async def _serve(cfg: dict[str, Any]) -> None:
         cmd = json.loads(line)
         kind = cmd["cmd"]
         if kind == "connect":
+            if "path" in cmd:
+                worker.cfg["path"] = str(cmd["path"])
             _emit(await worker.connect(int(cmd["n"])))
         elif kind == "window":
             window_task = asyncio.create_task(worker.window(int(cmd["t0"]), int(cmd["t1"])))
             progress_task = asyncio.create_task(worker.progress())
         elif kind == "finish":
-            if window_task is not None:
+            if window_task is not None and cmd.get("end_window") and not window_task.done():
+                window_task.cancel()
+                worker.tally.set_window(worker.tally.t0_ns, time.time_ns())
+                worker.end_window()
+            elif window_task is not None:
                 await window_task
             expect = cmd.get("expect")
             await worker.finish(

@@ -23,6 +23,7 @@ class WorkerProc:
         self.proc = proc
         self.stderr: collections.deque[str] = collections.deque(maxlen=20)
         self.progress_min = 0
+        self.progress_caught_up = 0
         self._replies: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._err_task = asyncio.create_task(self._drain_stderr())
         self._out_task = asyncio.create_task(self._read_stdout())
@@ -54,6 +55,7 @@ class WorkerProc:
             reply: dict[str, Any] = json.loads(line)
             if reply.get("event") == "progress":
                 self.progress_min = int(reply["min"])
+                self.progress_caught_up = int(reply.get("caught_up", 0))
             else:
                 self._replies.put_nowait(reply)
         self._replies.put_nowait(None)
@@ -105,11 +107,18 @@ class WorkerGroup:
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.gather(*(w.kill() for w in self.workers))
 
-    async def connect(self, n: int, limit_s: float) -> dict[str, Any]:
-        """Open ``n`` more connections, split over the workers; sum their replies."""
+    async def connect(self, n: int, limit_s: float, path: str | None = None) -> dict[str, Any]:
+        """Open ``n`` more connections, split over the workers; sum their replies.
+
+        ``path``: the WebSocket path to open them on, instead of the configured one
+        (a resume position known only once the workers run).
+        """
         base, extra = divmod(n, self.count)
         for i, w in enumerate(self.workers):
-            w.send({"cmd": "connect", "n": base + (1 if i < extra else 0)})
+            cmd: dict[str, Any] = {"cmd": "connect", "n": base + (1 if i < extra else 0)}
+            if path is not None:
+                cmd["path"] = path
+            w.send(cmd)
         replies = await asyncio.gather(*(w.recv(limit_s) for w in self.workers))
         errors: dict[str, int] = {}
         for r in replies:
@@ -125,6 +134,10 @@ class WorkerGroup:
     def slowest(self) -> int:
         """The fewest events any connection of the group has received (as last reported)."""
         return min(w.progress_min for w in self.workers)
+
+    def caught_up(self) -> int:
+        """How many resuming connections of the group have caught up (as last reported)."""
+        return sum(w.progress_caught_up for w in self.workers)
 
     def broadcast(self, obj: dict[str, Any]) -> None:
         for w in self.workers:

@@ -73,6 +73,7 @@ class WsSubscriber(asyncio.Protocol):
         self.events = 0
         self.frames = 0
         self.close_code: int | None = None
+        self._closed_by_us = False
 
     # asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -163,8 +164,13 @@ class WsSubscriber(asyncio.Protocol):
         """True once the connection is closed or closing."""
         return self.transport is None or self.transport.is_closing()
 
+    def cut_off(self) -> bool:
+        """True if the server ended the connection (a close frame, or EOF) before we did."""
+        return not self._closed_by_us and (self.close_code is not None or self.closed.done())
+
     def close(self) -> None:
         """Send a normal close frame and drop the connection."""
+        self._closed_by_us = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(masked_frame(0x8, (1000).to_bytes(2, "big")))
             self.transport.close()

@@ -12,6 +12,8 @@ from bench.targets.clearpath import (
     ClearpathRedisTarget,
     ClearpathTarget,
 )
+from bench.targets.nats import NatsTarget
+from bench.targets.scale import ClearpathWorkersTarget
 
 __all__ = ["TARGETS", "Endpoint", "GrpcStreamSpec", "Target", "WsSpec", "get_targets"]
 
@@ -19,12 +21,14 @@ TARGETS: tuple[Target, ...] = (
     NaiveTarget(),
     AiohttpEncodeOnceTarget(),
     GrpcRawTarget(),
+    NatsTarget(),
     ClearpathTarget(batch=False),
     ClearpathTarget(batch=True),
     ClearpathCoreTarget(),
     ClearpathRedisTarget(),
     ClearpathClusterTarget(),
     ClearpathBaselineTarget(),
+    ClearpathWorkersTarget(),
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -50,12 +51,18 @@ class TargetFailed(Exception):
 
 @dataclass(frozen=True)
 class WsSpec:
-    """Where WebSocket subscribers connect; ``wait_first`` awaits a first (welcome) frame."""
+    """Where WebSocket subscribers connect; ``wait_first`` awaits a first (welcome) frame.
+
+    ``proto="nats"``: the socket speaks the NATS protocol; subscribers subscribe to
+    ``subject`` (a NATS subject) once connected.
+    """
 
     host: str
     port: int
     path: str
     wait_first: bool = False
+    proto: Literal["clearpath", "nats"] = "clearpath"
+    subject: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,7 @@ class Target(ABC):
 
     name: str
     description: str
-    #: The workloads this target takes part in (W1, W2, W3, G1, G2).
+    #: The workloads this target takes part in (keys of ``bench.workloads.WORKLOADS``).
     workloads: frozenset[str]
     ready_timeout_s: float = 30.0
 
@@ -123,11 +130,18 @@ class Target(ABC):
 
 
 class ServerProcess:
-    """``async with ServerProcess(target, cpus) as endpoint:`` runs one server."""
+    """``async with ServerProcess(target, cpus) as endpoint:`` runs one server.
 
-    def __init__(self, target: Target, cpus: frozenset[int]) -> None:
+    ``env`` is added to the server's environment (e.g. ``CLEARPATH_CORE_*`` settings
+    a workload needs).
+    """
+
+    def __init__(
+        self, target: Target, cpus: frozenset[int], env: dict[str, str] | None = None
+    ) -> None:
         self.target = target
         self.cpus = cpus
+        self.env = dict(env or {})
         self.proc: asyncio.subprocess.Process | None = None
         self.tail: collections.deque[str] = collections.deque(maxlen=40)
         self._drain: asyncio.Task[None] | None = None
@@ -142,7 +156,7 @@ class ServerProcess:
         argv = self.target.command()
         if self.cpus:
             argv = [sys.executable, "-c", _PIN, ",".join(map(str, sorted(self.cpus))), *argv]
-        env = child_env()
+        env = {**child_env(), **self.env}
         self.target.reset()
         try:
             self.proc = await asyncio.create_subprocess_exec(
@@ -182,13 +196,7 @@ class ServerProcess:
             self.tail.append(line)
             endpoint = self.target.on_line(line)
             if endpoint is not None:
-                return Endpoint(
-                    self.proc.pid,
-                    endpoint.ws,
-                    endpoint.ws_publish,
-                    endpoint.grpc_publish,
-                    endpoint.grpc_stream,
-                )
+                return dataclasses.replace(endpoint, pid=self.proc.pid)
 
     async def _drain_output(self) -> None:
         assert self.proc is not None

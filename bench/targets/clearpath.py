@@ -64,9 +64,9 @@ class ClearpathTarget(Target):
                 "as clearpath; WebSocket subscribers connect with ?batch=1, "
                 "gRPC subscribers ask for max_batch=100"
             )
-            self.workloads = frozenset({"W1", "W2", "G2"})
+            self.workloads = frozenset({"W1", "W2", "W2w", "W6", "G2"})
         else:
-            self.workloads = frozenset({"W1", "W2", "W3", "G1", "G2"})
+            self.workloads = frozenset({"W1", "W2", "W2w", "W3", "W6", "L1", "G1", "G2"})
         self._core: tuple[str, int] | None = None
         self._bridge: tuple[str, int] | None = None
         #: Whether its bridge serves /metrics (a baseline checkout may predate it).
@@ -109,7 +109,7 @@ class ClearpathBaselineTarget(ClearpathTarget):
     def __init__(self) -> None:
         super().__init__(batch=False)
         self.name = "clearpath-baseline"
-        self.workloads = frozenset({"W1", "W2", "W3"})
+        self.workloads = frozenset({"W1", "W2", "W2w", "W3", "W6", "L1"})
         self.metrics = False
 
     def command(self) -> list[str]:
