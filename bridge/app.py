@@ -285,26 +285,33 @@ class Bridge:
         try:
             conn = await self._prepare(request, endpoint)
         except ConnectionResetError:
-            # The client left during the handshake (a browser that gave up, a storm of
-            # reconnects): nothing was registered; not an error of this bridge.
-            self.handshakes_abandoned += 1
-            log.info(
-                "a client from %s left during the WebSocket handshake",
-                request.remote,
-                extra={"event": "handshake_abandoned", "remote": request.remote},
-            )
-            return web.Response(status=400, text="client left during the handshake")
+            return self._abandoned(request)
         try:
             await self._receive(conn)
         finally:
             await self._forget(conn)
         return conn.ws
 
+    def _abandoned(self, request: web.Request) -> web.Response:
+        """The client left while its socket or stream was being set up (a browser
+        that gave up, a storm of reconnects): nothing was registered, and it is not
+        an error of this bridge — counted, logged at INFO, no traceback."""
+        self.handshakes_abandoned += 1
+        log.info(
+            "a client from %s left during the handshake",
+            request.remote,
+            extra={"event": "handshake_abandoned", "remote": request.remote},
+        )
+        return web.Response(status=400, text="client left during the handshake")
+
     async def handle_sse(self, request: web.Request) -> web.StreamResponse:
         """One Server-Sent Events stream (``GET /sse``, :mod:`bridge.sse`): checked
         and refused with an HTTP status before it starts, then streamed until
         either side ends it, then forgotten."""
-        conn = await self._prepare_sse(request)
+        try:
+            conn = await self._prepare_sse(request)
+        except ConnectionResetError:
+            return self._abandoned(request)
         try:
             await conn.finished()
         finally:

@@ -173,6 +173,7 @@ class Session:
             urgent=urgent | {CONTROL_LANE} if urgent else None,
             urgent_after=urgent_after,
             conflate=_conflation_key(conflate),
+            conflate_topics=conflate or None,
             conflate_after=conflate_after,
             lane=_LANE,
         )

@@ -85,6 +85,7 @@ class Subscription(Generic[T]):
         "_accepts",
         "_after",
         "_backlog",
+        "_conflating",
         "_dead",
         "_early",
         "_key",
@@ -121,6 +122,7 @@ class Subscription(Generic[T]):
         conflate: Callable[[T], Hashable | None] | None = None,
         conflate_after: int = 0,
         lane: Callable[[T], int] | None = None,
+        conflate_topics: frozenset[int] | None = None,
     ) -> None:
         if capacity is not None and capacity < 1:
             raise ValueError("capacity must be at least 1")
@@ -145,6 +147,9 @@ class Subscription(Generic[T]):
         self._lane = lane  # None: an item's lane is its topic
         self._early = 0  # items of urgent topics put in the normal lane (at most)
         self._key = conflate
+        # Topics whose items may have a key (None: any): the others skip the
+        # conflation bookkeeping altogether (the hot path of a never-drop topic).
+        self._conflating = conflate_topics
         self._after = conflate_after
         self._backlog: _Backlog | None = None
         self._skipped: dict[int, int] | None = None  # topic → items superseded, not yet taken
@@ -192,7 +197,9 @@ class Subscription(Generic[T]):
             if (item.topic if lane is None else lane(item)) in urgent:
                 return self._offer_urgent(item)
         if self._key is not None and not kept:
-            return self._offer_conflating(item)
+            conflating = self._conflating
+            if conflating is None or item.topic in conflating:
+                return self._offer_conflating(item)
         queue = self._queue
         capacity = self.capacity
         if capacity is not None and len(self) >= capacity:

@@ -205,6 +205,7 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
         # lanes and conflation").
         self._urgent = URGENT_TOPICS if settings.priority_lanes else None
         key_of = key_function(settings.conflation)
+        self._conflating = frozenset(settings.conflation)
         self._key: Callable[[Delivery], Hashable | None] | None = (
             (lambda delivery: delivery.key_by(key_of)) if settings.conflation else None
         )
@@ -431,6 +432,7 @@ class RealtimeService(sgrpc.RealtimeServiceServicer):
             urgent=self._urgent,
             urgent_after=max(batch, _ROUND),  # less goes in the next round anyway
             conflate=None if request.every_event else self._key,
+            conflate_topics=self._conflating,
             conflate_after=self._settings.conflate_after_events,
         )
         sub_id = uuid.uuid4().hex[:12]
