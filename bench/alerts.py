@@ -89,7 +89,13 @@ async def _once(ctx: Context, target: Target, env: dict[str, str]) -> Metrics:
             raise TargetFailed("L1 needs WebSocket subscribers and gRPC Publish")
         common = {**ws_fields(ep.ws), "sample_every": 1, "count_also": [_MAP, _CONFLATED]}
         fast_cfg = _worker_cfg(ctx, "ws", **common)
-        slow_cfg = _worker_cfg(ctx, "ws", **common, read_bytes_per_s=p.l1_slow_bytes_per_s)
+        slow_cfg = _worker_cfg(
+            ctx,
+            "ws",
+            **common,
+            read_bytes_per_s=p.l1_slow_bytes_per_s,
+            read_rcvbuf=p.l1_slow_rcvbuf,
+        )
         # Workers first: forking once gRPC's threads run makes gRPC complain.
         async with (
             WorkerGroup(fast_cfg, fast_n, 1) as fast,

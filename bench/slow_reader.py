@@ -104,7 +104,7 @@ def _event(i: int, packages: int) -> pb.Event:
         )
     data = {
         "package_id": package,
-        "vehicle_id": f"truck-{i % 97}",
+        "vehicle_id": f"truck-{(i % packages) % 97}",  # a package stays on its truck
         "latitude": 30 + (i % 1000) / 100,
         "longitude": -90 + (i % 777) / 100,
         "heading": 270.0,

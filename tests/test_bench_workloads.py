@@ -29,6 +29,14 @@ def test_every_target_names_known_workloads_and_every_workload_has_a_time_limit(
             assert timeout_for(workload, params) < 300, workload
 
 
+def test_clearpath_targets_lift_the_per_address_cap_for_the_harness() -> None:
+    """Every bench subscriber connects from 127.0.0.1: with the bridge's default
+    per-address cap (1,000) W3's 5,000 sockets were refused with 429."""
+    for target in get_targets(["clearpath", "clearpath-batch", "clearpath-redis"]):
+        cap = int(target.env["CLEARPATH_BRIDGE_MAX_CONNECTIONS_PER_ADDRESS"])
+        assert cap >= config.full().w3_connections
+
+
 def test_new_workloads_take_part_where_they_apply() -> None:
     by_name = {t.name: t.workloads for t in TARGETS}
     assert {"W2w", "W6", "L1"} <= by_name["clearpath"]
@@ -186,3 +194,11 @@ def test_a_quick_run_gives_every_workload_its_clearpath_run_first() -> None:
     quick = [(w, t.name) for w, t in plan_runs(workloads, targets, breadth_first=True)]
     assert quick[:3] == [("W1", "clearpath"), ("W2w", "clearpath"), ("W6", "clearpath")]
     assert sorted(quick) == sorted(full)  # the same runs, in another order
+
+
+def test_g2_allowance_lifts_one_stream_and_keeps_many_short() -> None:
+    from bench.workloads import g2_allowance
+
+    assert g2_allowance(2000, 1) == 2000  # 500 per 20 ms report capped one stream ~25k/s
+    assert g2_allowance(2000, 10) == 500
+    assert g2_allowance(2000, 100) == 500

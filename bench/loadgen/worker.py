@@ -87,6 +87,7 @@ class Worker:
                 return ThrottledWsSubscriber(
                     host, port, path, tally, sample=sample, wait_first_frame=wait_first,
                     bytes_per_s=float(cfg["read_bytes_per_s"]),
+                    rcvbuf=int(cfg.get("read_rcvbuf", 0)),
                 )  # fmt: skip
             if cfg.get("catchup_back"):
                 return CatchupWsSubscriber(

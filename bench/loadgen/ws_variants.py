@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 from bench.events import newest_stamp
@@ -64,10 +65,19 @@ class ThrottledWsSubscriber(WsSubscriber):
         sample: bool,
         wait_first_frame: bool,
         bytes_per_s: float,
+        rcvbuf: int = 0,
     ) -> None:
         super().__init__(host, port, path, tally, sample=sample, wait_first_frame=wait_first_frame)
         self._bucket = TokenBucket(bytes_per_s, max(4096.0, bytes_per_s / 4), time.monotonic())
+        self._rcvbuf = rcvbuf
         self.pauses = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._rcvbuf:  # a fixed receive buffer (0: the kernel's autotuning)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
+        super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

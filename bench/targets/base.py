@@ -18,7 +18,9 @@ import re
 import signal
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 from bench.loadgen.publisher import PublishSpec
@@ -112,6 +114,8 @@ class Target(ABC):
     description: str
     #: The workloads this target takes part in (keys of ``bench.workloads.WORKLOADS``).
     workloads: frozenset[str]
+    #: Added to the server's environment on every start (settings the harness needs).
+    env: Mapping[str, str] = MappingProxyType({})
     ready_timeout_s: float = 30.0
 
     @abstractmethod
@@ -156,7 +160,7 @@ class ServerProcess:
         argv = self.target.command()
         if self.cpus:
             argv = [sys.executable, "-c", _PIN, ",".join(map(str, sorted(self.cpus))), *argv]
-        env = {**child_env(), **self.env}
+        env = {**child_env(), **self.target.env, **self.env}
         self.target.reset()
         try:
             self.proc = await asyncio.create_subprocess_exec(

@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from types import MappingProxyType
 
 from bench.loadgen.publisher import PublishSpec
 from bench.targets.base import Endpoint, GrpcStreamSpec, Target, TargetUnavailable, WsSpec
@@ -55,6 +56,9 @@ def clearpath_executable() -> str:
 
 class ClearpathTarget(Target):
     description = "core (grpc.aio) + bridge (aiohttp) via `clearpath serve`"
+    # Every subscriber of the harness comes from 127.0.0.1: the bridge's per-address
+    # cap (1,000 by default, against one address opening thousands) is lifted.
+    env = MappingProxyType({"CLEARPATH_BRIDGE_MAX_CONNECTIONS_PER_ADDRESS": "1000000"})
 
     def __init__(self, batch: bool) -> None:
         self.batch = batch
@@ -109,7 +113,7 @@ class ClearpathBaselineTarget(ClearpathTarget):
     def __init__(self) -> None:
         super().__init__(batch=False)
         self.name = "clearpath-baseline"
-        self.workloads = frozenset({"W1", "W2", "W2w", "W3", "W6", "L1"})
+        self.workloads = frozenset({"W1", "W2", "W2w", "W3", "W6", "L1", "G1", "G2"})
         self.metrics = False
 
     def command(self) -> list[str]:
