@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bridge.http_guard import HEADER_TIMEOUT
 from core.auth import AuthFields
 from core.credentials import read_pem
-from core.delivery import parse_conflation
+from core.delivery import DeliveryFields
 from core.errors import InvalidArgument
 from core.exposure import check_exposure
 from core.targets import parse_targets
@@ -33,7 +33,7 @@ CONFLATE_AFTER_BYTES = 256 * 1024
 DEFAULT_STATIC = Path(__file__).resolve().parent.parent / "clients" / "web" / "dist"
 
 
-class BridgeSettings(AuthFields, BaseSettings):
+class BridgeSettings(AuthFields, DeliveryFields, BaseSettings):
     """Settings of one bridge. Every field is also ``CLEARPATH_BRIDGE_<NAME>``."""
 
     model_config = SettingsConfigDict(env_prefix="CLEARPATH_BRIDGE_", extra="forbid")
@@ -78,17 +78,6 @@ class BridgeSettings(AuthFields, BaseSettings):
         "longer closes it as too slow (1013)",
     )
     # --- slow screens (README "Delivery classes, priority lanes and conflation") ---
-    priority_lanes: bool = Field(
-        True,
-        description="urgent topics (anomalies, notifications) jump ahead of the others in "
-        "every socket's queue; off: one queue in arrival order",
-    )
-    conflate: str = Field(
-        "default",
-        description="latest-state topics a socket that is behind receives only the newest "
-        "frame per key of: TOPIC[:FIELD[+FIELD]] separated by ';', 'default' "
-        "(map_updates:package_id+vehicle_id;dashboard_metrics;system_health:component) or 'none'",
-    )
     conflate_after_bytes: int = Field(
         CONFLATE_AFTER_BYTES,
         ge=0,
@@ -96,20 +85,6 @@ class BridgeSettings(AuthFields, BaseSettings):
         "conflated topic supersede the queued ones of the same key (at most half of "
         "send_queue_bytes is used)",
     )
-
-    @field_validator("conflate")
-    @classmethod
-    def _conflation_parses(cls, value: str) -> str:
-        try:
-            parse_conflation(value)
-        except InvalidArgument as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-    @property
-    def conflation(self) -> dict[int, tuple[str, ...]]:
-        """``conflate`` parsed: the conflated topics and their key fields."""
-        return parse_conflation(self.conflate)
 
     @property
     def conflate_after(self) -> int:

@@ -413,6 +413,12 @@ class Session:
             notices = [_conflated(topic, n) for topic, n in skipped.items()]
             self.frames_sent += len(notices)
             frames = notices + frames
+        return self.encode(frames)
+
+    def encode(self, frames: list[Frame]) -> bytes:
+        """``frames`` (at least one) as the bytes of this socket's transport: whole
+        WebSocket frames, or one JSON array frame in batch mode. A transport with
+        other framing (:class:`bridge.sse.SSESession`) overrides this only."""
         if self.batch and len(frames) > 1:
             return text_frame(b"[" + b",".join(map(_DATA, frames)) + b"]")
         # Every queued frame is encoded (send() and the bridge's dispatch see to it).

@@ -72,7 +72,7 @@ from aiohttp.http import HttpVersion11
 from bridge.admission import Admission
 from bridge.connection import Connection
 from bridge.frames import Frame, control
-from bridge.session import Session, State, _conflated
+from bridge.session import Session, State
 from core.auth import ANONYMOUS, Identity, Verifier, parse_bearer
 from core.errors import InvalidArgument, RealtimeError, Unauthenticated
 from core.positions import HasPosition, Position, is_new
@@ -280,32 +280,9 @@ class SSESession(Session):
 
     # --- bytes ---------------------------------------------------------------------
 
-    def take(self, max_bytes: int) -> bytes:
-        """The bytes to write next: pending frames within ``max_bytes`` (at least
-        one) as SSE events in one chunk, after any ``conflated`` notices. Empty when
-        nothing is pending or the stream is not open.
-
-        The bookkeeping mirrors :meth:`Session.take` (which frames the same frames
-        for WebSocket); ``tests/test_sse.py`` pins that both take the same frames.
-        """
-        if self.state is not State.OPEN:
-            return b""
-        sub = self.sub
-        frames = sub.drain(max_bytes)
-        if self._skipped is not None:  # a filter left frames out: tell where they went
-            frames = self._covered(frames)
-        if not frames:
-            return b""
-        skipped = sub.take_conflated()
-        topics = {frame.topic for frame in frames}
-        for topic in topics:
-            self._delivered |= 1 << topic
-        self.frames_sent += len(frames)
-        self.stats.taken(frames, topics, self._replayed)
-        if skipped:  # told before the frames that follow the skipped ones
-            notices = [_conflated(topic, n) for topic, n in skipped.items()]
-            self.frames_sent += len(notices)
-            frames = notices + frames
+    def encode(self, frames: list[Frame]) -> bytes:
+        """``frames`` as SSE events in one chunk (:meth:`Session.take` does the rest,
+        the same for every transport)."""
         return self.chunk(self.events(frames))
 
     def events(self, frames: Iterable[Frame]) -> bytes:

@@ -9,8 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.auth import AuthFields
 from core.credentials import read_pem
-from core.delivery import parse_conflation
-from core.errors import InvalidArgument, UnknownTopic
+from core.delivery import DeliveryFields
+from core.errors import UnknownTopic
 from core.exposure import check_exposure
 from core.limits import (
     KEEPALIVE_TIME,
@@ -55,7 +55,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-class CoreSettings(AuthFields, BaseSettings):
+class CoreSettings(AuthFields, DeliveryFields, BaseSettings):
     """Settings of one core node. Every field is also ``CLEARPATH_CORE_<NAME>``."""
 
     model_config = SettingsConfigDict(env_prefix="CLEARPATH_CORE_", extra="forbid")
@@ -75,17 +75,6 @@ class CoreSettings(AuthFields, BaseSettings):
     queue_size: int = Field(4096, ge=1, description="events queued per subscriber before overflow")
     heartbeat_interval: float = Field(15.0, gt=0, description="seconds of idle before a heartbeat")
     # --- slow subscribers (README "Delivery classes, priority lanes and conflation") ---
-    priority_lanes: bool = Field(
-        True,
-        description="anomalies and notifications jump ahead of other events in every "
-        "stream's queue; off: one queue in publish order",
-    )
-    conflate: str = Field(
-        "default",
-        description="latest-state topics a stream that is behind receives only the newest "
-        "event per key of: TOPIC[:FIELD[+FIELD]] separated by ';', 'default' "
-        "(map_updates:package_id+vehicle_id;dashboard_metrics;system_health:component) or 'none'",
-    )
     conflate_after: int | None = Field(
         None,
         ge=0,
@@ -171,15 +160,6 @@ class CoreSettings(AuthFields, BaseSettings):
             )
         return self
 
-    @field_validator("conflate")
-    @classmethod
-    def _conflation_parses(cls, value: str) -> str:
-        try:
-            parse_conflation(value)
-        except InvalidArgument as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
     @model_validator(mode="after")
     def _conflation_before_overflow(self) -> CoreSettings:
         if self.conflate_after is not None and self.conflate_after >= self.queue_size:
@@ -188,11 +168,6 @@ class CoreSettings(AuthFields, BaseSettings):
                 f"({self.queue_size}): conflation comes before overflow"
             )
         return self
-
-    @property
-    def conflation(self) -> dict[int, tuple[str, ...]]:
-        """``conflate`` parsed: the conflated topics and their key fields."""
-        return parse_conflation(self.conflate)
 
     @property
     def conflate_after_events(self) -> int:

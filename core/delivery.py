@@ -22,6 +22,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Hashable
 
+from pydantic import BaseModel, Field, field_validator
+
 from clearpath.realtime.v1 import events_pb2 as pb
 from core.errors import InvalidArgument
 from core.topics import CANARY, TOPIC_NAMES, TOPIC_PAYLOAD, topic_from_name
@@ -31,6 +33,7 @@ __all__ = [
     "DELIVERY",
     "URGENT_TOPICS",
     "DeliveryClass",
+    "DeliveryFields",
     "KeyOf",
     "key_function",
     "parse_conflation",
@@ -142,3 +145,36 @@ def key_function(keys: dict[int, tuple[str, ...]]) -> KeyOf:
         return (event.topic, *(getattr(payload, f) for f in fields))
 
     return key_of
+
+
+class DeliveryFields(BaseModel):
+    """The delivery settings the core's and the bridge's settings classes share
+    (inherit it next to ``BaseSettings``: each field reads the class's own prefix,
+    ``CLEARPATH_CORE_CONFLATE``, ``CLEARPATH_BRIDGE_CONFLATE``, ...). How far behind a
+    subscriber conflates is each class's own (events on the core, bytes on the bridge)."""
+
+    priority_lanes: bool = Field(
+        True,
+        description="urgent topics (anomalies, notifications) jump ahead of the others in "
+        "every subscriber's queue; off: one queue in arrival order",
+    )
+    conflate: str = Field(
+        "default",
+        description="latest-state topics a subscriber that is behind receives only the newest "
+        "event per key of: TOPIC[:FIELD[+FIELD]] separated by ';', 'default' "
+        "(map_updates:package_id+vehicle_id;dashboard_metrics;system_health:component) or 'none'",
+    )
+
+    @field_validator("conflate")
+    @classmethod
+    def _conflation_parses(cls, value: str) -> str:
+        try:
+            parse_conflation(value)
+        except InvalidArgument as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def conflation(self) -> dict[int, tuple[str, ...]]:
+        """``conflate`` parsed: the conflated topics and their key fields."""
+        return parse_conflation(self.conflate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -51,10 +52,16 @@ class Process:
 
 @asynccontextmanager
 async def clearpath_process(
-    *args: str, listening: str, env: dict[str, str] | None = None
+    *args: str, listening: str, env: dict[str, str] | None = None, max_files: int | None = None
 ) -> AsyncIterator[Process]:
     """Run ``clearpath ARGS`` until the block ends; ``listening`` names the log line
-    whose address is read back (``core`` or ``bridge``)."""
+    whose address is read back (``core`` or ``bridge``); ``max_files``: the
+    process's open-file limit (RLIMIT_NOFILE), when lower than this one's."""
+
+    def limit() -> None:
+        if max_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
+
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -62,6 +69,7 @@ async def clearpath_process(
         *args,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
+        preexec_fn=limit if max_files is not None else None,
     )
     assert process.stderr is not None
     pattern = re.compile(rf"{listening} listening on (\S+)")

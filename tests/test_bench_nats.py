@@ -98,8 +98,8 @@ def test_config_and_listening_lines() -> None:
 
 @pytest.fixture
 async def nats() -> AsyncIterator[Endpoint]:
-    if nats_executable() is None:
-        pytest.skip("nats-server is not installed")
+    # `make test` installs Debian's nats-server (Makefile `system`): missing is a failure.
+    assert nats_executable() is not None, "nats-server is not installed (run `make system`)"
     async with ServerProcess(NatsTarget(), frozenset()) as ep:
         yield ep
 

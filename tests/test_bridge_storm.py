@@ -11,10 +11,13 @@ import socket
 import struct
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bridge.app import ACCEPT_BACKLOG, RESERVED_FILES, connection_cap
+from core.server import CoreNode
 from tests.conftest import StartBridge
+from tests.processes import clearpath_process
 from tests.waiting import eventually
 
 _UPGRADE = (
@@ -78,3 +81,42 @@ def test_the_connection_cap_stays_within_the_files_a_process_may_open(
         resource, "getrlimit", lambda _: (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
     )
     assert connection_cap(10_000_000) == 10_000_000
+
+
+async def test_a_bridge_at_its_file_limit_answers_503_and_stays_up(core: CoreNode) -> None:
+    """README: MAX_CONNECTIONS never exceeds what the process may open, so a full
+    bridge refuses with HTTP 503 instead of failing to accept (EMFILE resets)."""
+    files = 200
+    cap = files - RESERVED_FILES
+    async with clearpath_process(
+        "bridge", "--core", core.address, "--http-port", "0",
+        listening="bridge",
+        env={"CLEARPATH_BRIDGE_MAX_CONNECTIONS_PER_ADDRESS": "1000000"},
+        max_files=files,
+    ) as bridge:  # fmt: skip
+        port = int(bridge.address.rsplit(":", 1)[1])
+        loop = asyncio.get_running_loop()
+        answers: list[bytes] = []
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(cap + 40):
+                sock = socket.socket()
+                sock.setblocking(False)
+                socks.append(sock)
+                await loop.sock_connect(sock, ("127.0.0.1", port))
+                await loop.sock_sendall(sock, _UPGRADE)
+                head = await asyncio.wait_for(loop.sock_recv(sock, 64), 10)
+                answers.append(head.split(b"\r\n", 1)[0])
+            upgraded = sum(a.startswith(b"HTTP/1.1 101") for a in answers)
+            refused = sum(a.startswith(b"HTTP/1.1 503") for a in answers)
+            assert upgraded == cap  # every socket it may hold, then 503 for the rest
+            assert refused == len(answers) - cap
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{bridge.address}/healthz", timeout=aiohttp.ClientTimeout(10)) as r,
+            ):
+                # A refused socket was answered and closed, not leaked: the bridge serves on.
+                assert r.status == 200
+        finally:
+            for sock in socks:
+                sock.close()
