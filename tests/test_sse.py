@@ -265,6 +265,12 @@ async def test_a_quiet_topic_resumes_from_where_the_stream_started(
     bridge: BridgeNode, stub: Stub
 ) -> None:
     await publish(stub, sample("anomaly_detected"))  # anomalies at 1 before the stream
+
+    async def seen() -> bool:  # by the bridge, or the stream would get it live
+        at = bridge.bridge.upstream.position(pb.TOPIC_ANOMALIES)
+        return at is not None and at.offset == 1
+
+    await eventually(seen)
     async with sse(bridge, "topics=anomalies,package_updates") as stream:
         await publish(stub, package("p"))
         (event,) = await stream.events(1)
