@@ -11,6 +11,7 @@ import math
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -147,7 +148,12 @@ def _ready(event: pb.Event, copy: bool) -> pb.Event:
     if not ready.id:
         ready.id = os.urandom(16).hex()  # 128 random bits, like a UUID4's hex
     if not ready.HasField("timestamp"):
-        ready.timestamp.GetCurrentTime()
+        # Timestamp.GetCurrentTime goes through datetime: 6 % of a batched
+        # Publish's cost on the Redis broker (py-spy); the fields directly instead.
+        now = time.time_ns()
+        stamp = ready.timestamp
+        stamp.seconds = now // 1_000_000_000
+        stamp.nanos = now % 1_000_000_000
     return ready
 
 
