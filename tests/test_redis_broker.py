@@ -16,9 +16,10 @@ import pytest
 from redis.asyncio import Redis
 
 from clearpath.realtime.v1 import events_pb2 as pb
+from clearpath.realtime.v1 import service_pb2 as spb
 from core.broker import Broker, HistoryResult, create_broker
 from core.broker.memory import MemoryBroker
-from core.broker.redis import _PRELUDE, DEFAULT_MAX_AGE, BrokerState, RedisBroker, Retention
+from core.broker.redis import DEFAULT_MAX_AGE, BrokerState, RedisBroker, Retention
 from core.errors import Unavailable
 from core.topics import TOPIC_NAMES, TOPIC_PAYLOAD, TOPICS
 from tests.events import sample
@@ -274,15 +275,85 @@ def test_default_retention_keeps_alerts_longer_than_map_chatter() -> None:
     assert Retention(count=10, max_age=100).script_args() == (10, 100_000, 1000)
 
 
-@pytest.mark.parametrize("offset", [1, 127, 128, 16_383, 16_384, 2**32, 2**53 - 1])
-async def test_the_scripts_position_bytes_are_protobufs(admin: Redis, offset: int) -> None:
-    position = pb.StreamPosition(offset=offset, epoch="0123456789ab")
-    lua = _PRELUDE + "return position(tonumber(ARGV[1]), ARGV[2])"
-    encoded = await admin.eval(lua, 0, offset, position.epoch)
-    assert encoded == pb.Event(position=position).SerializeToString()
-    merged = pb.Event.FromString(event().SerializeToString() + encoded)
-    assert merged.position == position
-    assert merged.package_update == event().package_update
+async def test_a_batch_is_one_entry_and_each_event_gets_its_position(
+    start_broker: StartBroker, admin: Redis
+) -> None:
+    broker, seen = await start_broker()
+    await broker.publish(events(2))
+    positions = await broker.publish([*events(3, start=2), event(MAP, 9)])
+    entries = await admin.xrange(key("stream", PACKAGES))
+    gen = await admin.hget(key("meta", PACKAGES), "gen")
+    assert isinstance(gen, bytes)
+    assert [entry_id for entry_id, _ in entries] == [gen + b"-2", gen + b"-5"]
+    fields = entries[1][1]
+    assert fields[b"n"] == b"3"
+    assert fields[b"p"] == positions[0].epoch.encode()
+    stored = spb.EventBatch.FromString(fields[b"b"]).events
+    assert [e.id for e in stored] == ["e2", "e3", "e4"]
+    assert not any(e.HasField("position") for e in stored)  # the reader numbers them
+    got = await seen.wait_for(6)
+    assert [(e.id, e.position.offset) for e in got if e.topic == PACKAGES] == [
+        (f"e{i}", i + 1) for i in range(5)
+    ]
+    assert [e.position for e in got if e.topic == MAP] == [positions[-1]]
+
+
+@pytest.mark.parametrize(("since", "limit", "offsets"), [
+    (0, None, [1, 2, 3, 4, 5, 6]), (1, None, [2, 3, 4, 5, 6]), (2, 1, [3]), (3, 2, [4, 5]),
+    (4, None, [5, 6]), (5, 5, [6]), (2, 0, []),
+])  # fmt: skip
+async def test_history_reads_from_inside_a_batch(
+    start_broker: StartBroker, since: int, limit: int | None, offsets: list[int]
+) -> None:
+    broker, _ = await start_broker()
+    await broker.publish(events(1))
+    positions = await broker.publish(events(4, start=1))  # one entry: offsets 2..5
+    await broker.publish(events(1, start=5))
+    at = pb.StreamPosition(offset=since, epoch=positions[0].epoch)
+    found = await broker.history(PACKAGES, at, limit)
+    assert found.recovered
+    assert [e.position.offset for e in found.events] == offsets
+    assert [e.id for e in found.events] == [f"e{o - 1}" for o in offsets]
+
+
+async def test_count_retention_trims_whole_batches_and_keeps_at_least_the_count(
+    start_broker: StartBroker,
+) -> None:
+    broker, _ = await start_broker(history_size=5, exact_trim=True)
+    epoch = (await broker.publish(events(4)))[0].epoch  # offsets 1..4
+    await broker.publish(events(3, start=4))  # 5..7: the last 5 are 3..7
+    await broker.publish(events(1, start=7))  # 8: the last 5 are 4..8
+    kept = await broker.history(PACKAGES, pb.StreamPosition(offset=0, epoch="other"))
+    assert [e.position.offset for e in kept.events] == [4, 5, 6, 7, 8]  # exactly 5
+    assert (await broker.history(PACKAGES, pb.StreamPosition(offset=3, epoch=epoch))).recovered
+    lost = await broker.history(PACKAGES, pb.StreamPosition(offset=2, epoch=epoch))
+    assert not lost.recovered
+    assert [e.position.offset for e in lost.events] == [4, 5, 6, 7, 8]
+    await broker.publish(events(5, start=8))  # 9..13: the batch of 1..4 is gone too
+    kept = await broker.history(PACKAGES, pb.StreamPosition(offset=0, epoch="other"))
+    assert [e.position.offset for e in kept.events] == [9, 10, 11, 12, 13]
+
+
+async def test_entries_of_the_one_event_layout_are_still_read(
+    start_broker: StartBroker, admin: Redis
+) -> None:
+    # A stream written before batches were one entry: field e, the event with its
+    # position. A broker reads it, in history and live, and appends after it.
+    broker, seen = await start_broker()
+    first = await broker.publish(events(1))
+    epoch = first[0].epoch
+    gen = await admin.hget(key("meta", PACKAGES), "gen")
+    assert isinstance(gen, bytes)
+    old = event(PACKAGES, 1)
+    old.position.offset, old.position.epoch = 2, epoch
+    await admin.xadd(key("stream", PACKAGES), {"e": old.SerializeToString()}, id=gen + b"-2")
+    await admin.hset(key("meta", PACKAGES), "offset", 2)
+    after = await broker.publish(events(1, start=2))
+    assert after == [pb.StreamPosition(offset=3, epoch=epoch)]
+    got = await seen.wait_for(3)
+    assert [(e.id, e.position.offset) for e in got] == [("e0", 1), ("e1", 2), ("e2", 3)]
+    found = await broker.history(PACKAGES, pb.StreamPosition(offset=0, epoch=epoch))
+    assert [(e.id, e.position.offset) for e in found.events] == [("e0", 1), ("e1", 2), ("e2", 3)]
 
 
 # -- the epoch rule ------------------------------------------------------------
@@ -342,7 +413,7 @@ async def test_offsets_rolled_back_by_redis_start_a_new_epoch(
     start_broker: StartBroker, admin: Redis
 ) -> None:
     broker, seen = await start_broker(poll_interval=0.1)
-    old = await broker.publish(events(5))
+    old = [(await broker.publish([e]))[0] for e in events(5)]  # one entry each
     await seen.wait_for(5)
     # As if Redis crashed and its AOF lacked the last two events this node read.
     stream = key("stream", PACKAGES)
@@ -364,14 +435,16 @@ async def test_offsets_rolled_back_by_redis_start_a_new_epoch(
     assert (await seen.wait_for(6))[-1].position == new[0]
 
 
+@pytest.mark.parametrize("behind", [0, 2], ids=["first-topic", "third-topic"])
 async def test_a_publish_right_after_a_rollback_never_reuses_offsets_read(
-    start_broker: StartBroker, admin: Redis
+    start_broker: StartBroker, admin: Redis, behind: int
 ) -> None:
     # The reader checks Redis only every poll_interval (here: long after the test):
     # a Publish that comes first must not hand out offsets 4 and 5 again, which
-    # subscribers already have for other events.
+    # subscribers already have for other events; whatever the topic's place in the
+    # batch (behind: how many topics come before it).
     broker, seen = await start_broker(poll_interval=60)
-    old = await broker.publish(events(5))
+    old = [(await broker.publish([e]))[0] for e in events(5)]  # one entry each
     await seen.wait_for(5)
     stream = key("stream", PACKAGES)
     kept: list[tuple[bytes, dict[Any, Any]]] = await admin.xrange(stream, count=3)  # type: ignore[assignment]
@@ -381,10 +454,13 @@ async def test_a_publish_right_after_a_rollback_never_reuses_offsets_read(
             tx.xadd(stream, fields, id=entry_id)
         tx.hset(key("meta", PACKAGES), "offset", 3)
         await tx.execute()
-    new = await broker.publish(events(1, start=5))
+    others = [event(topic, 50) for topic in (MAP, pb.TOPIC_ANOMALIES)[:behind]]
+    new = (await broker.publish([*others, *events(1, start=5)]))[behind:]
     assert new[0].epoch != old[0].epoch, "offset reused in the old epoch"
     assert new[0].offset == 1
-    assert (await seen.wait_for(6))[-1].position == new[0]
+    assert [e.position for e in await seen.wait_for(6 + behind) if e.topic == PACKAGES][-1] == new[
+        0
+    ]
     assert not (await broker.history(PACKAGES, old[-1])).recovered
 
 

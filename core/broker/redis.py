@@ -5,18 +5,26 @@ name, ``P`` the key prefix, in braces so that a Redis Cluster keeps every key of
 a deployment in one slot)::
 
     {P}:meta:NAME    hash: epoch, offset (the latest), gen, tick and last (age trimming)
-    {P}:stream:NAME  stream: one entry per event, id ``GEN-OFFSET``, field ``e``
-                     = the event's protobuf bytes, position included
+    {P}:stream:NAME  stream: one entry per Publish batch and topic, id
+                     ``GEN-LAST`` (LAST: the offset of its last event), fields
+                     ``n`` (how many events), ``p`` (the epoch) and ``b`` (the
+                     events, protobuf bytes of an ``EventBatch``, positions left out)
     {P}:ages:NAME    sorted set: age checkpoints (score: ms, member: offset)
 
-Offsets are the entry ids' sequence part, so a position maps to an entry id
-without a scan. ``gen`` is the Redis clock (ms) when the epoch began, and at
-least one more than any earlier ``gen`` known, so a new epoch's ids are above
-the old ones and a reader blocked after the old ids moves on to the new stream.
+An entry holds the events ``LAST - n + 1`` … ``LAST``: a position maps to the
+first entry whose id is at or above it, without a scan, and the reader gives
+each event its position. One entry per batch rather than per event: a batch of
+100 is one ``XADD`` for Redis and one parse for each reader, which took Redis
+a quarter of the server's CPU as 100 entries (``bench/results``). Entries of
+the earlier layout (field ``e``: one event, its position included) are still
+read. ``gen`` is the Redis clock (ms) when the epoch began, and at least one
+more than any earlier ``gen`` known, so a new epoch's ids are above the old
+ones and a reader blocked after the old ids moves on to the new stream.
 
 Three Lua scripts keep each step atomic: ``publish`` (one call per Publish
 batch, every topic of the batch: all events are stored or none), ``history``
-(the meta and the range read together), and ``sync`` (the reader's check).
+(the meta and the entries read together), and ``sync`` (the reader's check).
+None of them looks inside an entry's events.
 Each first applies the epoch rule (``ensure`` in :data:`_PRELUDE`): the meta
 and the stream exist together (only the stream may be absent, while the
 offset is 0); otherwise the history was lost (flushed, restarted without
@@ -56,6 +64,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from clearpath.realtime.v1 import events_pb2 as pb
+from clearpath.realtime.v1 import service_pb2 as spb
 from core.broker.base import Broker, EventHandler, HistoryResult
 from core.errors import Unavailable
 from core.topics import ALL_TOPICS, CANARY, TOPICS, topic_name
@@ -90,8 +99,12 @@ class Retention:
     """How much history a topic keeps: at most ``count`` events (None: no count
     bound) and events younger than ``max_age`` seconds (None: no age bound).
 
-    Both are lower bounds of what is kept when trimming is approximate (see
-    ``exact_trim``), and age trimming happens when the topic is published to.
+    Redis trims whole entries (one Publish batch each): a count bound keeps
+    the last ``count`` events and the rest of the batch the oldest of them came
+    in (up to one stream node more with approximate trimming); with
+    ``exact_trim`` history reads exactly the last ``count`` events, as the
+    memory broker keeps them. Age trimming happens when the topic is published
+    to. Both bounds are lower bounds of what is kept.
     """
 
     count: int | None
@@ -131,23 +144,6 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function varint(n)
-  local out = {}
-  while n >= 128 do
-    out[#out + 1] = string.char(n % 128 + 128)
-    n = math.floor(n / 128)
-  end
-  out[#out + 1] = string.char(n)
-  return table.concat(out)
-end
-
--- Protobuf bytes of Event.position (field 4, StreamPosition{offset = 1, epoch = 2}).
--- Appended to an event serialized without a position, protobuf parses it as set.
-local function position(offset, epoch)
-  local body = '\8' .. varint(offset) .. '\18' .. varint(#epoch) .. epoch
-  return '\34' .. varint(#body) .. body
-end
-
 -- A new epoch: empty history, offset 0, a gen above every gen known.
 local function renew(meta, stream, ages, old_gen, candidate, floor, now)
   redis.call('DEL', meta, stream, ages)
@@ -173,13 +169,27 @@ end
 local function entry_id(gen, offset)
   return string.format('%d-%d', gen, offset)
 end
+
+-- An entry's last offset, its event count, epoch ('' for the one-event layout) and
+-- bytes ('' for an entry that is not ours).
+local function entry(e)
+  local last = tonumber(string.match(e[1], '-(%d+)$'))
+  local f, named = e[2], {}
+  for i = 1, #f, 2 do
+    named[f[i]] = f[i + 1]
+  end
+  if named.b then
+    return last, tonumber(named.n) or 1, named.p or '', named.b
+  end
+  return last, 1, '', named.e or ''
+end
 """
 
 # KEYS: meta, stream, ages of each topic of the batch.
 # ARGV: candidate epoch, gen floor, '~' or '=', then per topic: number of events,
-#       count bound (0: none), max age ms (0: none), ms between age checkpoints, and
-#       the publishing node's last read gen and offset (0 0: none yet);
-#       then every event's bytes (without position), grouped by topic in KEYS order.
+#       count bound (0: none), max age ms (0: none), ms between age checkpoints, the
+#       publishing node's last read gen and offset (0 0: none yet), and the events
+#       (EventBatch bytes, positions left out).
 # Returns per topic: epoch, first offset.
 _PUBLISH = (
     _PRELUDE
@@ -193,7 +203,7 @@ local states = {}
 for t = 1, topics do
   local meta, stream, ages = KEYS[3 * t - 2], KEYS[3 * t - 1], KEYS[3 * t]
   local s = ensure(meta, stream, ages, candidate, floor, now)
-  local read_gen, read_offset = tonumber(ARGV[6 * t + 2]), tonumber(ARGV[6 * t + 3])
+  local read_gen, read_offset = tonumber(ARGV[7 * t + 1]), tonumber(ARGV[7 * t + 2])
   if s.gen == read_gen and s.offset < read_offset then
     -- As in the sync script: Redis lost events this node has read (the end of its
     -- AOF). Appending at s.offset + 1 would give these events the offsets of lost
@@ -202,25 +212,23 @@ for t = 1, topics do
   end
   states[t] = s
 end
-local arg = 4 + 6 * topics
 local out = {}
 for t = 1, topics do
   local meta, stream, ages = KEYS[3 * t - 2], KEYS[3 * t - 1], KEYS[3 * t]
-  local base = 4 + 6 * (t - 1)
-  local n, count = tonumber(ARGV[base]), ARGV[base + 1]
+  local base = 7 * t - 3
+  local n, count = tonumber(ARGV[base]), tonumber(ARGV[base + 1])
   local max_age, step = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   local s = states[t]
-  local offset, gen = s.offset, s.gen
-  local first = offset + 1
-  for _ = 1, n do
-    offset = offset + 1
-    local value = ARGV[arg] .. position(offset, s.epoch)
-    if count ~= '0' then
-      redis.call('XADD', stream, 'MAXLEN', trim, count, entry_id(gen, offset), 'e', value)
-    else
-      redis.call('XADD', stream, entry_id(gen, offset), 'e', value)
-    end
-    arg = arg + 1
+  local gen, first = s.gen, s.offset + 1
+  local offset = s.offset + n
+  local id = entry_id(gen, offset)
+  local low = offset - count + 1
+  if count > 0 and low > 1 then
+    -- Entries whose events are all older than the last count events go.
+    redis.call('XADD', stream, 'MINID', trim, entry_id(gen, low), id,
+               'n', n, 'p', s.epoch, 'b', ARGV[base + 6])
+  else
+    redis.call('XADD', stream, id, 'n', n, 'p', s.epoch, 'b', ARGV[base + 6])
   end
   redis.call('HSET', meta, 'offset', offset, 'last', now)
   if max_age > 0 and now - s.tick >= step then
@@ -246,8 +254,10 @@ return out
 
 # KEYS: meta, stream, ages of one topic.
 # ARGV: candidate epoch, gen floor, '1' when a since position is given, since epoch,
-#       since offset, limit (-1: none).
-# Returns: epoch, latest offset, recovered (1/0), then the events' bytes.
+#       since offset, limit (-1: none), events to read back at most (0: all kept).
+# Returns: epoch, latest offset, recovered (1/0), the first offset wanted, then per
+#          entry holding events from it on: its last offset, epoch and bytes (see
+#          entry()), until limit events.
 _HISTORY = (
     _PRELUDE
     + r"""
@@ -255,39 +265,57 @@ local meta, stream, ages = KEYS[1], KEYS[2], KEYS[3]
 local s = ensure(meta, stream, ages, ARGV[1], tonumber(ARGV[2]), now_ms())
 local epoch, offset, gen = s.epoch, s.offset, s.gen
 if ARGV[3] ~= '1' then
-  return {epoch, offset, 1}
+  return {epoch, offset, 1, offset + 1}
 end
 local since_epoch, since, limit = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local keep = tonumber(ARGV[7])
 local oldest = offset + 1
 local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
 if head[1] then
-  oldest = tonumber(string.match(head[1][1], '-(%d+)$'))
+  local last, n = entry(head[1])
+  oldest = last - n + 1
+end
+if keep > 0 then
+  oldest = math.max(oldest, offset - keep + 1)
 end
 local start, recovered
 if since_epoch ~= epoch then
   start, recovered = oldest, 0
 elseif since > offset then
-  return {epoch, offset, 0}
+  return {epoch, offset, 0, offset + 1}
 else
   start = math.max(since + 1, oldest)
   recovered = (since >= oldest - 1) and 1 or 0
 end
-local out = {epoch, offset, recovered}
-if limit == 0 then
+local out = {epoch, offset, recovered, start}
+local need = limit
+if need == 0 then
   return out
 end
-local entries
-if limit > 0 then
-  entries = redis.call('XRANGE', stream, entry_id(gen, start), '+', 'COUNT', limit)
-else
-  entries = redis.call('XRANGE', stream, entry_id(gen, start), '+')
+-- The entry holding start is the first whose last offset is at or above it.
+local from = entry_id(gen, start)
+while true do
+  local entries = redis.call('XRANGE', stream, from, '+', 'COUNT', 128)
+  for i = 1, #entries do
+    local last, n, entry_epoch, data = entry(entries[i])
+    out[#out + 1] = last
+    out[#out + 1] = entry_epoch
+    out[#out + 1] = data
+    if need > 0 then
+      need = need - (last - math.max(last - n + 1, start) + 1)
+      if need <= 0 then
+        return out
+      end
+    end
+  end
+  if #entries < 128 then
+    return out
+  end
+  from = '(' .. entries[#entries][1]
 end
-for i = 1, #entries do
-  out[#out + 1] = entries[i][2][2]
-end
-return out
 """
 )
+
 
 # KEYS: meta, stream, ages of every topic.
 # ARGV: candidate epoch, gen floor, then per topic the reader's last gen and offset
@@ -357,7 +385,7 @@ class RedisBroker(Broker):
       wait for a reply; past them Publish and history raise Unavailable.
     - ``poll_interval``: the longest a reader's XREAD blocks, and how often the
       reader checks each topic's epoch (to follow a stream that was recreated).
-    - ``read_count``: at most this many events per topic per XREAD.
+    - ``read_count``: at most this many entries (Publish batches) per topic per XREAD.
     - ``on_state``: called with the new :class:`BrokerState` on each change
       (``UP`` ⇄ ``DOWN`` as Redis answers or not), from the event loop.
 
@@ -381,7 +409,7 @@ class RedisBroker(Broker):
         connect_timeout: float = 1.0,
         timeout: float = 2.0,
         poll_interval: float = 1.0,
-        read_count: int = 1000,
+        read_count: int = 100,
         on_state: Callable[[BrokerState], object] | None = None,
     ) -> None:
         if history_size < 1:
@@ -512,7 +540,6 @@ class RedisBroker(Broker):
             groups.setdefault(event.topic, []).append(event)
         keys: list[str] = []
         args: list[str | int | bytes] = [_new_epoch(), self._floor, self._trim]
-        payloads: list[bytes] = []
         for topic, group in groups.items():
             keys.extend(self._keys[topic])
             args.append(len(group))
@@ -520,10 +547,8 @@ class RedisBroker(Broker):
             # What this node has read: the script refuses to reuse offsets it has seen.
             args.extend(self._read.get(topic, (0, 0)))
             for event in group:
-                # The script appends the position it assigns.
-                event.ClearField("position")
-                payloads.append(event.SerializeToString())
-        args.extend(payloads)
+                event.ClearField("position")  # readers give each its position
+            args.append(spb.EventBatch(events=group).SerializeToString())
         try:
             reply = await self._publish(redis, keys, args)
         except RedisError as exc:
@@ -572,14 +597,25 @@ class RedisBroker(Broker):
         if since is None:
             args.append("0")
         else:
-            args.extend(("1", since.epoch, since.offset, -1 if limit is None else limit))
+            keep = (self._retention[topic].count or 0) if self._trim == "=" else 0
+            args.extend(("1", since.epoch, since.offset, -1 if limit is None else limit, keep))
         try:
             reply = await self._eval(redis, _HISTORY_SCRIPT, list(self._keys[topic]), args)
         except RedisError as exc:
             raise self._unavailable(exc, "history") from exc
         self._set_state(BrokerState.UP)
         position = pb.StreamPosition(offset=int(reply[1]), epoch=reply[0].decode())
-        events = [pb.Event.FromString(data) for data in reply[3:]]
+        start = int(reply[3])
+        events: list[pb.Event] = []
+        for index in range(4, len(reply), 3):
+            unpacked = _unpack(int(reply[index]), reply[index + 1], reply[index + 2])
+            if unpacked is None:
+                log.error("redis broker: skipped an entry of %s: not events", topic_name(topic))
+                continue
+            # The first entry may begin before start (its batch straddles it).
+            events.extend(e for e in unpacked if e.position.offset >= start)
+        if limit is not None:
+            del events[limit:]
         return HistoryResult(position=position, recovered=bool(reply[2]), events=events)
 
     async def close(self) -> None:
@@ -700,23 +736,49 @@ class RedisBroker(Broker):
         for stream, entries in reply.items() if isinstance(reply, dict) else reply:
             topic = self._topic_of_stream[stream]
             for entry_id, fields in entries:
-                gen, _, offset = entry_id.partition(b"-")
-                self._read[topic] = (int(gen), int(offset))
+                gen, _, last = entry_id.partition(b"-")
+                self._read[topic] = (int(gen), int(last))
                 self._floor = max(self._floor, int(gen))
-                try:
-                    event = pb.Event.FromString(fields[b"e"])
-                except (KeyError, DecodeError):
-                    log.error(
-                        "redis broker: skipped entry %s of %s: not an event", entry_id, stream
-                    )
+                if b"b" in fields:
+                    events = _unpack(int(last), fields.get(b"p", b""), fields[b"b"])
+                else:
+                    events = _unpack(int(last), b"", fields.get(b"e", b""))
+                if events is None:
+                    log.error("redis broker: skipped entry %s of %s: not events", entry_id, stream)
                     continue
-                self.delivered += 1
+                self.delivered += len(events)
                 if handler is not None:
-                    try:
-                        handler(event)
-                    except Exception:
-                        # One failing handler call must not stop delivery to the node.
-                        log.exception("redis broker: event handler failed")
+                    for event in events:
+                        try:
+                            handler(event)
+                        except Exception:
+                            # One failing handler call must not stop delivery to the node.
+                            log.exception("redis broker: event handler failed")
+
+
+def _unpack(last: int, epoch: bytes, data: bytes) -> list[pb.Event] | None:
+    """The events of an entry whose last offset is ``last``, each with its position:
+    an ``EventBatch`` of ``epoch`` (the events numbered up to ``last``), or, with no
+    epoch, one event that carries its position (the earlier layout). None when the
+    entry holds no events (not written by a broker)."""
+    if not data:
+        return None
+    try:
+        if not epoch:
+            return [pb.Event.FromString(data)]
+        events = list(spb.EventBatch.FromString(data).events)
+    except DecodeError:
+        return None
+    if not events:
+        return None
+    text = epoch.decode()
+    offset = last - len(events)
+    for event in events:
+        offset += 1
+        position = event.position
+        position.offset = offset
+        position.epoch = text
+    return events
 
 
 def _open(client: Redis | None) -> Redis:
