@@ -93,18 +93,32 @@ class Flushable(Protocol):
     def flush_failed(self, exc: Exception) -> None: ...
 
 
+#: A round of writes that took ``t`` seconds starts the next one no sooner than
+#: ``SPACING * t`` after its own start: writing takes at most half of the loop's
+#: time, and the rest is left to reading the upstream, handshakes and pings.
+SPACING = 2.0
+
+
 class Flusher:
-    """Writes dirty sockets, at most once per ``interval`` seconds.
+    """Writes dirty sockets in rounds, at most one round per ``interval`` seconds.
 
     After a quiet spell the first frame goes out on the next loop turn; under
     load, frames that arrive within one interval share one write per socket —
-    fewer, larger writes for at most ``interval`` of added latency.
+    fewer, larger writes for at most ``interval`` of added latency. A round
+    that takes longer than half the interval (thousands of busy sockets) spaces
+    the next one out to :data:`SPACING` times its length: each write then
+    carries more frames, so the bridge's cost per frame falls as its load
+    rises, instead of the writes' fixed cost taking the whole CPU and every
+    socket falling behind (W1 in ``bench/results``). ``interval`` 0: a round
+    on every loop turn, never spaced.
     """
 
     def __init__(
         self, interval: float = 0.0, on_round: Callable[[bool], None] | None = None
     ) -> None:
         self._interval = interval
+        #: The time from the start of the last round to the next one.
+        self._gap = interval
         #: Called with True before a round of writes and False after it.
         self._on_round = on_round
         self._dirty: dict[Flushable, None] = {}
@@ -113,12 +127,17 @@ class Flusher:
         #: Sockets whose flush raised (each was ended, the others written).
         self.failures = 0
 
+    @property
+    def gap(self) -> float:
+        """Seconds from the start of the last round to the earliest next one."""
+        return self._gap
+
     def mark(self, conn: Flushable) -> None:
         """Flush ``conn`` soon."""
         self._dirty[conn] = None
         if self._handle is None:
             loop = asyncio.get_running_loop()
-            due = self._last + self._interval
+            due = self._last + self._gap
             if loop.time() >= due:
                 self._handle = loop.call_soon(self._flush)
             else:
@@ -126,7 +145,8 @@ class Flusher:
 
     def _flush(self) -> None:
         self._handle = None
-        self._last = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self._last = start = loop.time()
         dirty, self._dirty = self._dirty, {}
         on_round = self._on_round
         if on_round is not None:
@@ -140,3 +160,5 @@ class Flusher:
                 conn.flush_failed(exc)
         if on_round is not None:
             on_round(False)
+        if self._interval:
+            self._gap = max(self._interval, SPACING * (loop.time() - start))

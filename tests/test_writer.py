@@ -14,6 +14,7 @@ import pytest
 
 from bridge.app import WRITE_CHUNK, BridgeNode
 from bridge.connection import MIN_CHUNK, Connection
+from bridge.writer import SPACING, Flusher
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
 from tests.conftest import StartBridge
 from tests.events import package
@@ -186,3 +187,63 @@ async def _pong_now_and_then(writer: asyncio.StreamWriter) -> None:
     while True:
         writer.write(b"\x8a\x80\x00\x00\x00\x00")
         await asyncio.sleep(0.1)
+
+
+# --- the flusher's rounds (plain calls, no sockets) ------------------------------------
+
+
+class _Socket:
+    """A Flushable whose write takes ``busy`` seconds of CPU (a spin, as a round of
+    thousands of writes would) and records when each round wrote it."""
+
+    def __init__(self, busy: float) -> None:
+        self.busy = busy
+        self.rounds: list[float] = []
+        self.done = asyncio.Event()
+
+    def flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        self.rounds.append(start)
+        while loop.time() - start < self.busy:
+            pass
+        self.done.set()
+
+    def flush_failed(self, exc: Exception) -> None:
+        raise AssertionError(exc)
+
+    async def round(self, flusher: Flusher) -> float:
+        """Mark it, and return when the round that wrote it started."""
+        self.done.clear()
+        flusher.mark(self)
+        async with asyncio.timeout(5):
+            await self.done.wait()
+        return self.rounds[-1]
+
+
+async def test_a_long_round_spaces_the_next_one_out_and_a_short_one_brings_it_back() -> None:
+    flusher = Flusher(0.005)
+    slow = _Socket(busy=0.03)
+    first = await slow.round(flusher)
+    assert flusher.gap >= 2 * 0.03  # SPACING times the round's length
+    assert SPACING == 2.0
+    second = await slow.round(flusher)
+    slack = 0.005  # timers may fire up to a clock tick early
+    assert second - first >= 2 * 0.03 - slack
+    slow.busy = 0.0
+    third = await slow.round(flusher)
+    assert third - second >= 2 * 0.03 - slack  # the slow round's gap still applied once
+    assert flusher.gap == 0.005  # a quick round: back to the interval
+
+
+async def test_without_an_interval_rounds_are_never_spaced() -> None:
+    flusher = Flusher(0)
+    slow = _Socket(busy=0.02)
+    await slow.round(flusher)
+    assert flusher.gap == 0
+    flusher.mark(slow)
+    # The next loop turn (a plain handle), not a timer 2 x 20 ms later.
+    assert flusher._handle is not None
+    assert not isinstance(flusher._handle, asyncio.TimerHandle)
+    await slow.round(flusher)
+    assert len(slow.rounds) == 2  # marked twice before its round: written once
