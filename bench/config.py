@@ -17,6 +17,9 @@ class Params:
     w1_duration_s: float
     #: Scrapes of /metrics a second in W1's second variant (0: no such variant).
     w1_scrape_hz: float
+    # W1l: W1's rate to few subscribers, so that no server is saturated: the
+    # publish-to-deliver latency of the path itself (what a broker adds to it)
+    w1l_subscribers: int
     # W2: fewer subscribers, publisher as fast as delivered
     w2_subscribers: int
     w2_duration_s: float
@@ -87,6 +90,7 @@ def full() -> Params:
         w1_rate=200.0,
         w1_duration_s=15.0,
         w1_scrape_hz=10.0,
+        w1l_subscribers=100,
         w2_subscribers=100,
         w2_duration_s=6.0,
         w2_concurrency=8,
@@ -109,6 +113,7 @@ def quick() -> Params:
         w1_rate=100.0,
         w1_duration_s=1.5,
         w1_scrape_hz=10.0,
+        w1l_subscribers=20,
         w2_subscribers=20,
         w2_duration_s=1.0,
         w2_concurrency=4,

@@ -364,6 +364,9 @@ def to_markdown(doc: dict[str, Any]) -> str:
     lines += ["", "## Results", ""]
     summary = doc["summary"]
     lines += _md_w12(summary, "W1", "W1: fan-out at a paced rate (offered deliveries/s in `load`)")
+    lines += _md_w12(
+        summary, "W1l", "W1l: W1's rate to few subscribers (latency with nothing saturated)"
+    )
     lines += _md_w12(summary, "W2", "W2: fan-out, publisher as fast as delivered")
     lines += _md_w12(summary, "W2w", "W2w: W2 with the publisher up to 20,000 events ahead")
     lines += _md_w3(summary)

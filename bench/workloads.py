@@ -261,6 +261,13 @@ async def w1(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
     return out
 
 
+async def w1l(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
+    """W1's paced publisher to few subscribers: latency when nothing is saturated."""
+    p = ctx.params
+    variant = f"{p.w1l_subscribers} subs x {p.w1_rate:g}/s"
+    return [(variant, await _ws_fanout(ctx, target, p.w1l_subscribers, p.w1_rate))]
+
+
 async def w2(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
     p = ctx.params
     variant = f"{p.w2_subscribers} subs, max"
@@ -412,6 +419,7 @@ def g2_allowance(ahead: int, streams: int) -> int:
 
 WORKLOADS = {
     "W1": w1,
+    "W1l": w1l,
     "W2": w2,
     "W2w": w2w,
     "W3": w3,
@@ -428,6 +436,7 @@ def timeout_for(workload: str, p: Params, scale: scale_config.ScaleParams | None
     """A hard limit for one workload run; past it the run is cancelled and killed."""
     per = {
         "W1": 2 * (p.w1_duration_s + p.drain_s + 90),
+        "W1l": p.w1_duration_s + p.drain_s + 90,
         "W2": p.w2_duration_s + p.drain_s + 60,
         "W2w": p.w2_duration_s + p.drain_s + 60,
         "W6": p.w6_limit_s + p.drain_s + 90 + p.w6_subscribers / 50,

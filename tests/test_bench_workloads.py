@@ -44,6 +44,10 @@ def test_new_workloads_take_part_where_they_apply() -> None:
     assert {"W2w", "W6", "L1"} <= by_name["clearpath-baseline"]
     assert {"W1", "W2", "W2w"} <= by_name["nats-server"]
     assert not {"W6", "L1"} & by_name["nats-server"]  # no resume, no topics: n/a
+    # W1l: what Redis and the cluster add to the path's latency, beside the memory broker.
+    for name in ("clearpath", "clearpath-redis", "clearpath-cluster", "nats-server"):
+        assert "W1l" in by_name[name], name
+    assert config.full().w1l_subscribers * config.full().w1_rate <= 20_000  # nothing saturated
 
 
 def test_quick_sizes_stay_small() -> None:

@@ -70,7 +70,7 @@ class ClearpathTarget(Target):
             )
             self.workloads = frozenset({"W1", "W2", "W2w", "W6", "G2"})
         else:
-            self.workloads = frozenset({"W1", "W2", "W2w", "W3", "W6", "L1", "G1", "G2"})
+            self.workloads = frozenset({"W1", "W1l", "W2", "W2w", "W3", "W6", "L1", "G1", "G2"})
         self._core: tuple[str, int] | None = None
         self._bridge: tuple[str, int] | None = None
         #: Whether its bridge serves /metrics (a baseline checkout may predate it).
@@ -113,7 +113,7 @@ class ClearpathBaselineTarget(ClearpathTarget):
     def __init__(self) -> None:
         super().__init__(batch=False)
         self.name = "clearpath-baseline"
-        self.workloads = frozenset({"W1", "W2", "W2w", "W3", "W6", "L1", "G1", "G2"})
+        self.workloads = frozenset({"W1", "W1l", "W2", "W2w", "W3", "W6", "L1", "G1", "G2"})
         self.metrics = False
 
     def command(self) -> list[str]:
@@ -137,7 +137,7 @@ class ClearpathRedisTarget(ClearpathTarget):
     def __init__(self) -> None:
         super().__init__(batch=False)
         self.name = "clearpath-redis"
-        self.workloads = frozenset({"W1", "W2", "G1", "G2"})
+        self.workloads = frozenset({"W1", "W1l", "W2", "G1", "G2"})
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "bench.servers.clearpath_redis", "serve",
@@ -155,7 +155,7 @@ class ClearpathClusterTarget(Target):
 
     name = "clearpath-cluster"
     description = "clearpath cluster: redis + 2 cores + 2 bridges behind nginx (W1)"
-    workloads = frozenset({"W1"})
+    workloads = frozenset({"W1", "W1l"})
     ready_timeout_s = 60.0
 
     def __init__(self) -> None:

@@ -51,7 +51,7 @@ def nats_executable() -> str | None:
 class NatsTarget(Target):
     name = "nats-server"
     description = "nats-server 2.9 (Go), subscribers over WebSocket, publisher over NATS TCP"
-    workloads = frozenset({"W1", "W2", "W2w", "W3"})
+    workloads = frozenset({"W1", "W1l", "W2", "W2w", "W3"})
 
     def __init__(self) -> None:
         self._client: tuple[str, int] | None = None
