@@ -121,19 +121,32 @@ async def test_a_batch_is_one_script_call(start_broker: StartBroker, admin: Redi
     assert "cmdstat_multi" not in stats
 
 
-async def test_an_entry_that_is_not_an_event_is_skipped(
-    start_broker: StartBroker, admin: Redis
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"x": "y"},
+        {"e": b"\xff\xff"},  # the one-event layout, not protobuf
+        {"n": "1", "b": b"\n\x00"},  # a batch with no epoch
+        {"n": "1", "p": "ep", "b": b"\xff\xff\xff"},  # not protobuf
+        {"n": "1", "p": "ep", "b": b""},  # no events
+    ],
+    ids=["foreign", "bad-event", "no-epoch", "bad-batch", "empty-batch"],
+)
+async def test_an_entry_that_is_not_events_is_skipped(
+    start_broker: StartBroker, admin: Redis, fields: dict[Any, Any]
 ) -> None:
     broker, seen = await start_broker()
     first = await broker.publish(events(1))
     gen = await admin.hget(key("meta", PACKAGES), "gen")
     assert isinstance(gen, bytes)
     # Someone else wrote into the stream (and kept the meta consistent).
-    await admin.xadd(key("stream", PACKAGES), {"x": "y"}, id=gen + b"-2")
+    await admin.xadd(key("stream", PACKAGES), fields, id=gen + b"-2")
     await admin.hset(key("meta", PACKAGES), "offset", 2)
     last = await broker.publish(events(1, start=1))
     assert last == [pb.StreamPosition(offset=3, epoch=first[0].epoch)]
     assert [e.id for e in await seen.wait_for(2)] == ["e0", "e1"]
+    found = await broker.history(PACKAGES, pb.StreamPosition(offset=0, epoch=first[0].epoch))
+    assert [(e.id, e.position.offset) for e in found.events] == [("e0", 1), ("e1", 3)]
     assert broker.healthy
 
 
@@ -281,7 +294,7 @@ async def test_a_batch_is_one_entry_and_each_event_gets_its_position(
     broker, seen = await start_broker()
     await broker.publish(events(2))
     positions = await broker.publish([*events(3, start=2), event(MAP, 9)])
-    entries = await admin.xrange(key("stream", PACKAGES))
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await admin.xrange(key("stream", PACKAGES))  # type: ignore[assignment]
     gen = await admin.hget(key("meta", PACKAGES), "gen")
     assert isinstance(gen, bytes)
     assert [entry_id for entry_id, _ in entries] == [gen + b"-2", gen + b"-5"]

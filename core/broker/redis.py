@@ -14,8 +14,8 @@ a deployment in one slot)::
 An entry holds the events ``LAST - n + 1`` … ``LAST``: a position maps to the
 first entry whose id is at or above it, without a scan, and the reader gives
 each event its position. One entry per batch rather than per event: a batch of
-100 is one ``XADD`` for Redis and one parse for each reader, which took Redis
-a quarter of the server's CPU as 100 entries (``bench/results``). Entries of
+100 is one ``XADD`` for Redis and one parse for each reader (as 100 entries,
+redis-server took about a quarter of the server's core under G1). Entries of
 the earlier layout (field ``e``: one event, its position included) are still
 read. ``gen`` is the Redis clock (ms) when the epoch began, and at least one
 more than any earlier ``gen`` known, so a new epoch's ids are above the old
@@ -179,7 +179,10 @@ local function entry(e)
     named[f[i]] = f[i + 1]
   end
   if named.b then
-    return last, tonumber(named.n) or 1, named.p or '', named.b
+    if not named.p then
+      return last, tonumber(named.n) or 1, '', ''
+    end
+    return last, tonumber(named.n) or 1, named.p, named.b
   end
   return last, 1, '', named.e or ''
 end
@@ -608,7 +611,8 @@ class RedisBroker(Broker):
         start = int(reply[3])
         events: list[pb.Event] = []
         for index in range(4, len(reply), 3):
-            unpacked = _unpack(int(reply[index]), reply[index + 1], reply[index + 2])
+            epoch = reply[index + 1] or None  # '': the one-event layout
+            unpacked = _unpack(int(reply[index]), epoch, reply[index + 2])
             if unpacked is None:
                 log.error("redis broker: skipped an entry of %s: not events", topic_name(topic))
                 continue
@@ -742,7 +746,7 @@ class RedisBroker(Broker):
                 if b"b" in fields:
                     events = _unpack(int(last), fields.get(b"p", b""), fields[b"b"])
                 else:
-                    events = _unpack(int(last), b"", fields.get(b"e", b""))
+                    events = _unpack(int(last), None, fields.get(b"e", b""))
                 if events is None:
                     log.error("redis broker: skipped entry %s of %s: not events", entry_id, stream)
                     continue
@@ -756,15 +760,15 @@ class RedisBroker(Broker):
                             log.exception("redis broker: event handler failed")
 
 
-def _unpack(last: int, epoch: bytes, data: bytes) -> list[pb.Event] | None:
+def _unpack(last: int, epoch: bytes | None, data: bytes) -> list[pb.Event] | None:
     """The events of an entry whose last offset is ``last``, each with its position:
-    an ``EventBatch`` of ``epoch`` (the events numbered up to ``last``), or, with no
-    epoch, one event that carries its position (the earlier layout). None when the
-    entry holds no events (not written by a broker)."""
-    if not data:
+    an ``EventBatch`` of ``epoch`` (the events numbered up to ``last``), or, with
+    ``epoch`` None, one event that carries its position (the earlier layout). None
+    when the entry holds no events (not written by a broker)."""
+    if not data or epoch == b"":
         return None
     try:
-        if not epoch:
+        if epoch is None:
             return [pb.Event.FromString(data)]
         events = list(spb.EventBatch.FromString(data).events)
     except DecodeError:
