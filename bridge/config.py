@@ -64,12 +64,14 @@ class BridgeSettings(AuthFields, DeliveryFields, BaseSettings):
         "history instead of queueing",
     )
     socket_send_buffer: int = Field(
-        32 * 1024,
+        64 * 1024,
         ge=0,
         le=16 * 1024 * 1024,
         description="SO_SNDBUF of each socket, bytes (the kernel doubles it); what a slow "
         "reader has in flight beyond the bridge's queue, where no priority lane or conflation "
-        "reaches (0: the kernel's autotuning, up to tcp_wmem's 4 MiB)",
+        "reaches (0: the kernel's autotuning, up to tcp_wmem's 4 MiB). With 32 KiB, fast "
+        "readers over loopback (a local proxy, the bench) stalled at ~1.5 MB/s per socket "
+        "with the CPU idle (W2 in bench/results/send-buffer-64k.md)",
     )
     slow_timeout: float = Field(
         10.0,
