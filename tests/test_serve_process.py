@@ -7,6 +7,7 @@ import re
 import signal
 import sys
 
+import aiohttp
 import grpc
 import pytest
 from websockets.asyncio.client import connect
@@ -16,6 +17,7 @@ from clearpath.realtime.v1 import events_pb2 as pb
 from clearpath.realtime.v1 import service_pb2_grpc as sgrpc
 from tests.events import package
 from tests.grpc_helpers import open_stream, publish, read_events
+from tests.waiting import eventually
 
 TIMEOUT = 15.0
 
@@ -48,6 +50,20 @@ async def start_serve(*args: str) -> tuple[asyncio.subprocess.Process, str, str]
                 bridge = m.group(1)
 
     await asyncio.wait_for(read_ports(), TIMEOUT)
+
+    async def ready() -> bool:
+        # Listening is not ready: the bridge's upstream may not have subscribed yet,
+        # and an event published before it is live-only for the bridge's sockets.
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(bridge + "/readyz") as response,
+            ):
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(ready, within=TIMEOUT)
     return process, core, bridge
 
 

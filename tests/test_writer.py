@@ -31,15 +31,16 @@ _SSE = "GET /sse?topics=package_updates HTTP/1.1\r\nHost: x\r\n\r\n"
 
 @asynccontextmanager
 async def raw_socket(
-    bridge: BridgeNode, request: str, rcvbuf: int = 4096
+    bridge: BridgeNode, request: str, rcvbuf: int = 4096, limit: int = 2**22
 ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter, Connection]]:
     """A client socket with a small receive buffer that sent ``request``, its
-    response head read, and the bridge's connection for it."""
+    response head read, and the bridge's connection for it. The reader buffers up
+    to about twice ``limit`` bytes before it stops taking from the socket."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", bridge.port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=2**22)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
     before = set(bridge.bridge.connections)
     writer.write(request.format(port=bridge.port).encode())
     await writer.drain()
@@ -101,23 +102,30 @@ async def test_the_write_chunk_shrinks_for_a_slow_reader_and_grows_back_for_a_fa
         socket_send_buffer=8 * 1024,
         send_queue_bytes=64 * 1024 * 1024,
     )
-    async with raw_socket(bridge, _UPGRADE) as (reader, writer, conn):
+    # A small reader buffer: the client takes from its socket only what it reads.
+    async with raw_socket(bridge, _UPGRADE, limit=4096) as (reader, writer, conn):
         assert conn._chunk == WRITE_CHUNK
         writer.transport.pause_reading()  # type: ignore[attr-defined]
         for n in range(8):  # 8 x 50 events of ~2 kB: writes fill the transport
             await publish(stub, *(package(f"p{n}-{i}", location="x" * 2000) for i in range(50)))
+        chunks: list[int] = []  # the chunk at every loop turn
 
-        async def shrunk() -> bool | None:
-            return conn._chunk == MIN_CHUNK or None
+        async def watch() -> None:
+            while True:
+                chunks.append(conn._chunk)
+                await asyncio.sleep(0)
 
+        watcher = asyncio.create_task(watch())
         writer.transport.resume_reading()  # type: ignore[attr-defined]
-        # Reading slowly: every write fills the transport again.
+        # Reading slowly (~400 kB/s, 300 of the 800 kB): writes fill the transport
+        # again and again, and shrink.
         slowly = b""
         async with asyncio.timeout(20):
-            while conn._chunk != MIN_CHUNK:
+            while len(slowly) < 300_000:
                 slowly += await reader.read(4096)
-                await asyncio.sleep(0.002)
-        await eventually(shrunk)
+                await asyncio.sleep(0.01)
+        watcher.cancel()
+        assert min(chunks) == MIN_CHUNK
         # Then reading fast: everything arrives (what was read slowly included).
         got = slowly + await read_all(reader, b"p7-49")
         assert got.count(b'"type":"package_update"') == 400
