@@ -21,6 +21,21 @@ def test_valid_samples_are_prepared(kind: str) -> None:
     assert ready.timestamp.seconds > 0
 
 
+def test_a_batch_gets_distinct_random_ids_where_none_was_given() -> None:
+    events = [package(f"p{i}") for i in range(LIMITS.max_batch)]
+    for i, event in enumerate(events):
+        event.id = f"given-{i}" if i % 3 == 0 else ""
+    ready = prepare_events(events, LIMITS)
+    new = [e.id for i, e in enumerate(ready) if i % 3]
+    assert [e.id for i, e in enumerate(ready) if i % 3 == 0] == [
+        f"given-{i}" for i in range(0, LIMITS.max_batch, 3)
+    ]
+    assert len(set(new)) == len(new)  # 128 random bits each
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in new)
+    again = prepare_events([package("x"), package("y")], LIMITS)
+    assert not set(new) & {e.id for e in again}
+
+
 def test_given_id_and_timestamp_are_kept_and_position_cleared() -> None:
     event = package()
     event.id = "mine"
