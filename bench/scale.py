@@ -39,7 +39,7 @@ from bench.loadgen.cgen import GenGroup, build_wsgen
 from bench.loadgen.publisher import Publisher
 from bench.scale_config import SOURCE_ADDRESSES, ScaleParams
 from bench.scale_stats import hist_count, hist_max, hist_quantile, merge_reports, spread
-from bench.sysinfo import sample_tree
+from bench.sysinfo import median_rss, process_children, sample_tree
 from bench.targets.base import Endpoint, ServerProcess, Target, TargetFailed
 from bench.targets.scale import BridgeTarget
 
@@ -127,17 +127,7 @@ def core_address(ep: Endpoint) -> str:
 
 def children(pid: int) -> list[int]:
     """The direct children of ``pid`` (the bridge pool's workers), from /proc."""
-    out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry.name))
-    return sorted(out)
+    return process_children().get(pid, [])
 
 
 def server_cpus(ctx: Context) -> frozenset[int]:
@@ -218,15 +208,6 @@ def gen_shares(
     return shares
 
 
-async def _rss(pid: int) -> int:
-    """Median of three RSS readings (a process tree) 100 ms apart."""
-    values = []
-    for _ in range(3):
-        values.append(sample_tree(pid).rss_bytes)
-        await asyncio.sleep(0.1)
-    return sorted(values)[1]
-
-
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -256,7 +237,7 @@ async def _fleet(ctx: Context, target: Target, sp: ScaleParams) -> Metrics:
             pids = children(bep.pid) if workers > 1 else [bep.pid]
             fd0 = {pid: _fds(pid) for pid in pids}
             rss_w0 = {pid: sample_tree(pid).rss_bytes for pid in pids}
-            rss0, core0 = await _rss(bep.pid), sample_tree(core_ep.pid).rss_bytes
+            rss0, core0 = await median_rss(bep.pid), sample_tree(core_ep.pid).rss_bytes
             cpu0, overflows0 = sample_tree(bep.pid).cpu_s, listen_overflows()
             shares = gen_shares(
                 n,
@@ -276,7 +257,7 @@ async def _fleet(ctx: Context, target: Target, sp: ScaleParams) -> Metrics:
                 )
                 cpu1, overflows1 = sample_tree(bep.pid).cpu_s, listen_overflows()
                 await asyncio.sleep(2.0)
-                rss1, core1 = await _rss(bep.pid), sample_tree(core_ep.pid).rss_bytes
+                rss1, core1 = await median_rss(bep.pid), sample_tree(core_ep.pid).rss_bytes
                 per_worker = [_fds(pid) - fd0[pid] for pid in pids]
                 rss_w = [sample_tree(pid).rss_bytes - rss_w0[pid] for pid in pids]
                 open_now = gens.progress()["open"]
@@ -362,7 +343,7 @@ async def _cap(ctx: Context, target: Target, sp: ScaleParams) -> Metrics:
             host, port = bridge.bound
             await wait_ready(host, port, 1, 60.0)
             await asyncio.sleep(1.0)
-            rss0 = await _rss(bep.pid)
+            rss0 = await median_rss(bep.pid)
             procs = math.ceil(n / FD_BUDGET)
             shares = gen_shares(
                 n,
@@ -381,7 +362,7 @@ async def _cap(ctx: Context, target: Target, sp: ScaleParams) -> Metrics:
                     n / sp.w4_rate * 2 + 60,
                 )
                 await asyncio.sleep(2.0)
-                rss1 = await _rss(bep.pid)
+                rss1 = await median_rss(bep.pid)
                 fds = _fds(bep.pid)
                 open_now = gens.progress()["open"]
                 reports = await gens.stop()

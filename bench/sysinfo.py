@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import subprocess
@@ -121,7 +122,8 @@ class TreeSample:
     pids: int
 
 
-def _descendants(root: int) -> list[int]:
+def process_children() -> dict[int, list[int]]:
+    """Every process's direct children (pid -> pids, ascending), from /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -132,12 +134,28 @@ def _descendants(root: int) -> list[int]:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry.name))
+    for pids in children.values():
+        pids.sort()
+    return children
+
+
+def _descendants(root: int) -> list[int]:
+    children = process_children()
     out, todo = [], [root]
     while todo:
         pid = todo.pop()
         out.append(pid)
         todo.extend(children.get(pid, []))
     return out
+
+
+async def median_rss(pid: int) -> int:
+    """RSS of ``pid`` and its descendants: the median of three readings 100 ms apart."""
+    values = []
+    for _ in range(3):
+        values.append(sample_tree(pid).rss_bytes)
+        await asyncio.sleep(0.1)
+    return sorted(values)[1]
 
 
 def sample_tree(root: int) -> TreeSample:

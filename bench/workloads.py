@@ -20,7 +20,7 @@ from bench.loadgen.workers import WorkerGroup
 from bench.scale import timeout_w4, w4
 from bench.stats import percentile
 from bench.storm import timeout_w5, w5
-from bench.sysinfo import CpuPlan, cores_busy, sample_tree
+from bench.sysinfo import CpuPlan, cores_busy, median_rss, sample_tree
 from bench.targets.base import Endpoint, ServerProcess, Target, TargetFailed, WsSpec
 
 __all__ = ["WORKLOADS", "Context", "Metrics", "run_workload"]
@@ -296,15 +296,6 @@ async def l1(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
     return await run_l1(ctx, target)
 
 
-async def _rss(pid: int) -> int:
-    """Median of three RSS readings 100 ms apart."""
-    values = []
-    for _ in range(3):
-        values.append(sample_tree(pid).rss_bytes)
-        await asyncio.sleep(0.1)
-    return sorted(values)[1]
-
-
 async def w3(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
     n = ctx.params.w3_connections
     warm = max(1, min(50, n // 10))
@@ -319,13 +310,13 @@ async def w3(ctx: Context, target: Target) -> list[tuple[str, Metrics]]:
         async with WorkerGroup(cfg, n, ctx.workers) as group:
             first = await group.connect(warm, limit_s=60)
             await asyncio.sleep(0.5)
-            rss0 = await _rss(ep.pid)
+            rss0 = await median_rss(ep.pid)
             rest = await group.connect(n - warm, limit_s=60 + n / 50)
             connected = first["ok"] + rest["ok"] - warm
             if first["ok"] < warm or connected < n - warm:
                 raise TargetFailed(f"only {connected + warm}/{n} connected: {rest['errors']}")
             await asyncio.sleep(1.0)
-            rss1 = await _rss(ep.pid)
+            rss1 = await median_rss(ep.pid)
             group.broadcast({"cmd": "close"})
             results = await group.results(limit_s=30)
     per_conn = (rss1 - rss0) / (n - warm)

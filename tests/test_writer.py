@@ -120,11 +120,13 @@ async def test_the_write_chunk_shrinks_for_a_slow_reader_and_grows_back_for_a_fa
         # Reading slowly (~400 kB/s, 300 of the 800 kB): writes fill the transport
         # again and again, and shrink.
         slowly = b""
-        async with asyncio.timeout(20):
-            while len(slowly) < 300_000:
-                slowly += await reader.read(4096)
-                await asyncio.sleep(0.01)
-        watcher.cancel()
+        try:
+            async with asyncio.timeout(20):
+                while len(slowly) < 300_000:
+                    slowly += await reader.read(4096)
+                    await asyncio.sleep(0.01)
+        finally:
+            watcher.cancel()
         assert min(chunks) == MIN_CHUNK
         # Then reading fast: everything arrives (what was read slowly included).
         got = slowly + await read_all(reader, b"p7-49")

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import re
 
-from bench.loadgen.publisher import PublishSpec
 from bench.targets.base import Endpoint, Target, WsSpec
-from bench.targets.clearpath import clearpath_executable
+from bench.targets.clearpath import ClearpathCoreTarget, clearpath_executable
 
 __all__ = ["BridgeTarget", "ClearpathWorkersTarget"]
 
-_CORE = re.compile(r"core listening on (\S+?):(\d+)\b")
 _BRIDGE = re.compile(r"bridge listening on (?:https?://)?(\S+?):(\d+)\b")
-_SERVICE = "/clearpath.realtime.v1.RealtimeService"
 
 
-class ClearpathWorkersTarget(Target):
+class ClearpathWorkersTarget(ClearpathCoreTarget):
     """A core (``clearpath serve --no-bridge``); W4/W5 add ``clearpath bridge --workers N``."""
 
     name = "clearpath-workers"
@@ -31,24 +28,6 @@ class ClearpathWorkersTarget(Target):
         "(W4, W5: started by the workload)"
     )
     workloads = frozenset({"W4", "W5"})
-
-    def __init__(self) -> None:
-        self._core: tuple[str, int] | None = None
-
-    def command(self) -> list[str]:
-        return [clearpath_executable(), "serve", "--no-bridge", "--grpc-port", "0"]
-
-    def reset(self) -> None:
-        self._core = None
-
-    def on_line(self, line: str) -> Endpoint | None:
-        if m := _CORE.search(line):
-            self._core = ("127.0.0.1" if m.group(1) in ("0.0.0.0", "[::]") else m.group(1),
-                          int(m.group(2)))  # fmt: skip
-        if self._core is None:
-            return None
-        host, port = self._core
-        return Endpoint(0, grpc_publish=PublishSpec("grpc", host, port, f"{_SERVICE}/Publish"))
 
 
 class BridgeTarget(Target):
